@@ -1,0 +1,13 @@
+/*
+ * guc.h
+ *		Every configuration parameter of the extension, defined in guc.c.
+ */
+#ifndef PCAR_GUC_H
+#define PCAR_GUC_H
+
+extern char *pcar_server_key_file;
+extern char *pcar_server_key_command;
+
+extern void pcar_define_gucs(void);
+
+#endif							/* PCAR_GUC_H */

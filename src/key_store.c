@@ -1,0 +1,382 @@
+/*
+ * key_store.c
+ *		SQL access to the key tables.
+ *
+ * The tables are not readable by PUBLIC; a caller allowed to execute an
+ * extension function reaches them through this module, which runs its
+ * queries as the tables' owner in a security-restricted context.  Every
+ * name is schema-qualified and every operator pinned to pg_catalog, so no
+ * object a user creates can take part.
+ *
+ * Data keys exist in plaintext only in locked memory, between their random
+ * generation and their sealing to each server's public key.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "key_store.h"
+#include "pgcrypt_at_rest.h"
+#include "server_key.h"
+#include "sodium_provider.h"
+
+#define EQ " OPERATOR(pg_catalog.=) "
+
+typedef struct StoreSession
+{
+	Oid			saved_userid;
+	int			saved_sec_context;
+	MemoryContext caller_context;	/* results outlive SPI's memory here */
+} StoreSession;
+
+Oid
+pcar_store_key_table_oid(bool missing_ok)
+{
+	Oid			schema = get_namespace_oid(PCAR_SCHEMA, true);
+	Oid			relid = OidIsValid(schema) ?
+		get_relname_relid("data_key", schema) : InvalidOid;
+
+	if (!OidIsValid(relid) && !missing_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"pgcrypt_at_rest\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION pgcrypt_at_rest.")));
+	return relid;
+}
+
+static Oid
+key_table_owner(void)
+{
+	Oid			relid = pcar_store_key_table_oid(false);
+	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+	return owner;
+}
+
+static void
+store_begin(StoreSession *session)
+{
+	Oid			owner = key_table_owner();
+
+	session->caller_context = CurrentMemoryContext;
+	GetUserIdAndSecContext(&session->saved_userid, &session->saved_sec_context);
+	SetUserIdAndSecContext(owner, session->saved_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+static void
+store_end(StoreSession *session)
+{
+	SPI_finish();
+	SetUserIdAndSecContext(session->saved_userid, session->saved_sec_context);
+}
+
+static void
+store_execute(const char *sql, int expected, int nargs, Oid *types, Datum *values)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "pgcrypt_at_rest key store query failed: %s", SPI_result_code_string(rc));
+}
+
+static Datum
+bytea_datum(const uint8 *data, size_t len)
+{
+	bytea	   *result = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(result, VARHDRSZ + len);
+	memcpy(VARDATA(result), data, len);
+	return PointerGetDatum(result);
+}
+
+static Datum
+result_datum(int row, int column, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, column, isnull);
+}
+
+bool
+pcar_store_fetch_key(int32 key_id, PcarStoredKey *key)
+{
+	StoreSession session;
+	Oid			types[2] = {INT4OID, BYTEAOID};
+	Datum		values[2];
+	bool		isnull;
+	char	   *status;
+	bool		found;
+
+	pcar_server_key_require();
+	values[0] = Int32GetDatum(key_id);
+	values[1] = bytea_datum(pcar_server_public_key(), PCAR_SERVER_KEY_BYTES);
+
+	store_begin(&session);
+	store_execute("SELECT r.name, k.status, k.destroyed_at::pg_catalog.text, s.sealed"
+				  " FROM " PCAR_SCHEMA ".data_key k"
+				  " JOIN " PCAR_SCHEMA ".keyring r ON r.id" EQ "k.keyring_id"
+				  " LEFT JOIN " PCAR_SCHEMA ".sealed_key s"
+				  "   ON s.key_id" EQ "k.id AND s.server_public_key" EQ "$2"
+				  " WHERE k.id" EQ "$1",
+				  SPI_OK_SELECT, 2, types, values);
+
+	found = SPI_processed == 1;
+	if (found)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *destroyed_at = SPI_getvalue(tuple, desc, 3);
+		Datum		sealed;
+
+		key->key_id = key_id;
+		strlcpy(key->keyring, SPI_getvalue(tuple, desc, 1), sizeof(key->keyring));
+		status = SPI_getvalue(tuple, desc, 2);
+		key->status = strcmp(status, "active") == 0 ? PCAR_KEY_ACTIVE :
+			strcmp(status, "deprecated") == 0 ? PCAR_KEY_DEPRECATED : PCAR_KEY_DESTROYED;
+		key->destroyed_at = destroyed_at ? MemoryContextStrdup(session.caller_context, destroyed_at) : NULL;
+
+		sealed = result_datum(0, 4, &isnull);
+		key->has_copy = !isnull;
+		if (key->has_copy)
+		{
+			bytea	   *raw = DatumGetByteaPP(sealed);
+
+			if (VARSIZE_ANY_EXHDR(raw) != PCAR_SEALED_KEY_BYTES)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_CORRUPTED),
+						 errmsg("sealed copy of key %d has the wrong length", key_id)));
+			memcpy(key->sealed, VARDATA_ANY(raw), PCAR_SEALED_KEY_BYTES);
+		}
+	}
+	store_end(&session);
+	return found;
+}
+
+int32
+pcar_store_active_key_id(const char *keyring)
+{
+	StoreSession session;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(keyring)};
+	bool		isnull;
+	Datum		key_id;
+
+	store_begin(&session);
+	store_execute("SELECT k.id FROM " PCAR_SCHEMA ".keyring r"
+				  " LEFT JOIN " PCAR_SCHEMA ".data_key k"
+				  "   ON k.keyring_id" EQ "r.id AND k.status" EQ "'active'"
+				  " WHERE r.name" EQ "$1",
+				  SPI_OK_SELECT, 1, types, values);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("keyring \"%s\" does not exist", keyring),
+				 errhint("Create it with pgcrypt_at_rest.create_keyring().")));
+	key_id = result_datum(0, 1, &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("keyring \"%s\" has no active key", keyring),
+				 errhint("Make one with pgcrypt_at_rest.rotate_keyring().")));
+	store_end(&session);
+	return DatumGetInt32(key_id);
+}
+
+/*
+ * Data keys are sealed for every registered server.  This server must be
+ * one of them, or it would create keys it cannot use; an empty table means
+ * the extension was created before a secret was loaded, so register now.
+ */
+static void
+require_local_server_registered(void)
+{
+	Oid			types[1] = {BYTEAOID};
+	Datum		values[1];
+
+	values[0] = bytea_datum(pcar_server_public_key(), PCAR_SERVER_KEY_BYTES);
+	store_execute("SELECT pg_catalog.count(*) OPERATOR(pg_catalog.=) 0,"
+				  " pg_catalog.bool_or(public_key" EQ "$1)"
+				  " FROM " PCAR_SCHEMA ".server",
+				  SPI_OK_SELECT, 1, types, values);
+	{
+		bool		isnull;
+		bool		empty = DatumGetBool(result_datum(0, 1, &isnull));
+		bool		present = DatumGetBool(result_datum(0, 2, &isnull)) && !isnull;
+
+		if (empty)
+			pcar_store_register_local_server();
+		else if (!present)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("this server is not registered in pgcrypt_at_rest.servers"),
+					 errdetail("Its secret was loaded, but its public key is not among the servers that keys are sealed to."),
+					 errhint("Have a registered server add this server's public key, from pgcrypt_at_rest.server_public_key().")));
+	}
+}
+
+/* Makes a new active key for the keyring and seals it for every server. */
+static int32
+add_active_key(int32 keyring_id)
+{
+	Oid			key_types[1] = {INT4OID};
+	Datum		key_values[1] = {Int32GetDatum(keyring_id)};
+	Oid			seal_types[3] = {INT4OID, BYTEAOID, BYTEAOID};
+	Datum		seal_values[3];
+	SPITupleTable *servers;
+	uint64		nservers;
+	uint8	   *data_key;
+	uint8		sealed[PCAR_SEALED_KEY_BYTES];
+	bool		isnull;
+	int32		key_id;
+
+	store_execute("INSERT INTO " PCAR_SCHEMA ".data_key (keyring_id) VALUES ($1) RETURNING id",
+				  SPI_OK_INSERT_RETURNING, 1, key_types, key_values);
+	key_id = DatumGetInt32(result_datum(0, 1, &isnull));
+
+	store_execute("SELECT public_key FROM " PCAR_SCHEMA ".server", SPI_OK_SELECT, 0, NULL, NULL);
+	servers = SPI_tuptable;
+	nservers = SPI_processed;
+
+	data_key = pcar_secure_alloc(PCAR_DATA_KEY_BYTES);
+	pcar_random_bytes(data_key, PCAR_DATA_KEY_BYTES);
+	PG_TRY();
+	{
+		for (uint64 i = 0; i < nservers; i++)
+		{
+			bytea	   *public_key = DatumGetByteaPP(SPI_getbinval(servers->vals[i],
+																	servers->tupdesc, 1, &isnull));
+
+			if (VARSIZE_ANY_EXHDR(public_key) != PCAR_SERVER_KEY_BYTES)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_CORRUPTED),
+						 errmsg("a server public key in pgcrypt_at_rest.servers has the wrong length")));
+			pcar_seal_data_key(sealed, data_key, (const uint8 *) VARDATA_ANY(public_key));
+			seal_values[0] = Int32GetDatum(key_id);
+			seal_values[1] = PointerGetDatum(public_key);
+			seal_values[2] = bytea_datum(sealed, sizeof(sealed));
+			store_execute("INSERT INTO " PCAR_SCHEMA ".sealed_key (key_id, server_public_key, sealed)"
+						  " VALUES ($1, $2, $3)",
+						  SPI_OK_INSERT, 3, seal_types, seal_values);
+		}
+	}
+	PG_FINALLY();
+	{
+		pcar_secure_free(data_key);
+	}
+	PG_END_TRY();
+
+	return key_id;
+}
+
+int32
+pcar_store_create_keyring(const char *keyring)
+{
+	StoreSession session;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(keyring)};
+	bool		isnull;
+	int32		keyring_id;
+	int32		key_id;
+
+	pcar_server_key_require();
+	store_begin(&session);
+	require_local_server_registered();
+	store_execute("INSERT INTO " PCAR_SCHEMA ".keyring (name) VALUES ($1)"
+				  " ON CONFLICT (name) DO NOTHING RETURNING id",
+				  SPI_OK_INSERT_RETURNING, 1, types, values);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("keyring \"%s\" already exists", keyring)));
+	keyring_id = DatumGetInt32(result_datum(0, 1, &isnull));
+	key_id = add_active_key(keyring_id);
+	store_end(&session);
+	return key_id;
+}
+
+int32
+pcar_store_rotate_keyring(const char *keyring)
+{
+	StoreSession session;
+	Oid			name_types[1] = {TEXTOID};
+	Datum		name_values[1] = {CStringGetTextDatum(keyring)};
+	Oid			id_types[1] = {INT4OID};
+	Datum		id_values[1];
+	bool		isnull;
+	int32		keyring_id;
+	int32		key_id;
+
+	pcar_server_key_require();
+	store_begin(&session);
+	require_local_server_registered();
+	/* the row lock serialises concurrent rotations of one keyring */
+	store_execute("SELECT id FROM " PCAR_SCHEMA ".keyring WHERE name" EQ "$1 FOR UPDATE",
+				  SPI_OK_SELECT, 1, name_types, name_values);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("keyring \"%s\" does not exist", keyring),
+				 errhint("Create it with pgcrypt_at_rest.create_keyring().")));
+	keyring_id = DatumGetInt32(result_datum(0, 1, &isnull));
+	id_values[0] = Int32GetDatum(keyring_id);
+	store_execute("UPDATE " PCAR_SCHEMA ".data_key"
+				  " SET status = 'deprecated', deprecated_at = pg_catalog.now()"
+				  " WHERE keyring_id" EQ "$1 AND status" EQ "'active'",
+				  SPI_OK_UPDATE, 1, id_types, id_values);
+	key_id = add_active_key(keyring_id);
+	store_end(&session);
+	return key_id;
+}
+
+/* Named after cluster_name when set, else after the cluster's system identifier. */
+static char *
+local_server_name(void)
+{
+	const char *cluster = GetConfigOption("cluster_name", true, false);
+
+	if (cluster != NULL && cluster[0] != '\0')
+		return pstrdup(cluster);
+	return psprintf("server " UINT64_FORMAT, GetSystemIdentifier());
+}
+
+void
+pcar_store_register_local_server(void)
+{
+	StoreSession session;
+	Oid			types[2] = {BYTEAOID, TEXTOID};
+	Datum		values[2];
+
+	pcar_require_preloaded();
+	if (!pcar_server_key_loaded())
+	{
+		ereport(WARNING,
+				(errmsg("pgcrypt_at_rest has no server secret, so this server was not registered"),
+				 errhint("Set pgcrypt_at_rest.server_key_file or pgcrypt_at_rest.server_key_command and restart; the first pgcrypt_at_rest.create_keyring() then registers the server.")));
+		return;
+	}
+	values[0] = bytea_datum(pcar_server_public_key(), PCAR_SERVER_KEY_BYTES);
+	values[1] = CStringGetTextDatum(local_server_name());
+
+	store_begin(&session);
+	store_execute("INSERT INTO " PCAR_SCHEMA ".server (public_key, name) VALUES ($1, $2)"
+				  " ON CONFLICT DO NOTHING",
+				  SPI_OK_INSERT, 2, types, values);
+	store_end(&session);
+}
