@@ -1,0 +1,57 @@
+# Shared by demo.sh, test.sh and bench/run.sh: install what is missing, build,
+# install, and run commands as the postgres OS user (PostgreSQL refuses root).
+
+PG_MAJOR=15
+PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PG_CONFIG=$PG_BIN/pg_config
+REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+log() { printf '\n== %s\n' "$*"; }
+
+need_root() {
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "run this as root: it installs packages and the extension" >&2
+		exit 1
+	fi
+}
+
+install_dependencies() {
+	local packages="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libsodium-dev \
+		libipc-run-perl make gcc $*"
+	# shellcheck disable=SC2086
+	if dpkg -s $packages >/dev/null 2>&1; then
+		return
+	fi
+	log "installing Debian packages: $packages"
+	apt-get update -qq
+	# shellcheck disable=SC2086
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
+}
+
+build_and_install() {
+	log "building and installing pgcrypt_at_rest"
+	make -C "$REPO_DIR" -s PG_CONFIG="$PG_CONFIG" clean >/dev/null
+	make -C "$REPO_DIR" -s PG_CONFIG="$PG_CONFIG"
+	make -C "$REPO_DIR" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+}
+
+# A copy of the source tree that the postgres user can write (tests create
+# clusters and result files next to the sources).
+postgres_owned_copy() {
+	local dest
+	dest=$(mktemp -d "/tmp/pgcrypt_at_rest-$1.XXXXXX")
+	tar -C "$REPO_DIR" --exclude=.git --exclude='*.o' --exclude='*.so' -cf - . | tar -C "$dest" -xf -
+	chown -R postgres:postgres "$dest"
+	chmod 700 "$dest"
+	echo "$dest"
+}
+
+as_postgres() {
+	runuser -u postgres -- env PATH="$PG_BIN:$PATH" "$@"
+}
+
+# Writes a fresh 32-byte server secret, as 64 hex characters, readable only by postgres.
+write_server_secret() {
+	as_postgres bash -c "umask 077 && mkdir -p '$(dirname "$1")' &&
+		od -An -vtx1 -N32 /dev/urandom | tr -d ' \n' > '$1'"
+}

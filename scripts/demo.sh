@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Sets up everything on a fresh Debian 12 machine (as root) and shows
+# pgcrypt_at_rest working on a throwaway cluster, removed afterwards.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+DEMO_PORT=${DEMO_PORT:-54329}
+
+need_root
+install_dependencies
+build_and_install
+
+work=$(postgres_owned_copy demo)
+data=$work/cluster/data
+secret=$work/secrets/server.key
+trap 'as_postgres pg_ctl -D "$data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+
+log "generating the server secret in $secret (outside the data directory, mode 0600)"
+write_server_secret "$secret"
+
+log "starting a throwaway cluster on port $DEMO_PORT, socket directory $work"
+as_postgres initdb -D "$data" -A peer --no-instructions >/dev/null
+as_postgres tee -a "$data/postgresql.conf" >/dev/null <<CONF
+port = $DEMO_PORT
+listen_addresses = ''
+unix_socket_directories = '$work'
+shared_preload_libraries = 'pgcrypt_at_rest'
+pgcrypt_at_rest.server_key_file = '$secret'
+CONF
+as_postgres pg_ctl -D "$data" -l "$work/server.log" -w start >/dev/null
+
+log "running the demonstration"
+as_postgres psql -X -h "$work" -p "$DEMO_PORT" -d postgres -v ON_ERROR_STOP=1 \
+	-f "$work/scripts/demo.sql"
+
+log "does the table file on disk contain the plaintext?"
+relpath=$(as_postgres psql -X -At -h "$work" -p "$DEMO_PORT" -d postgres \
+	-c "CHECKPOINT" -c "SELECT pg_relation_filepath('patients')" | tail -1)
+if grep -q "Ada Lovelace" "$data/$relpath"; then
+	echo "plaintext found in $relpath: this is a bug" >&2
+	exit 1
+fi
+echo "no: $relpath holds only ciphertext (searched for 'Ada Lovelace')"
+log "demo finished; the cluster is being removed"

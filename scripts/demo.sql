@@ -1,0 +1,43 @@
+\echo '-- the extension registers this server by its public key'
+CREATE EXTENSION pgcrypt_at_rest;
+SELECT name, encode(public_key, 'hex') AS public_key FROM pgcrypt_at_rest.servers;
+
+\echo '-- a keyring with its first active key'
+SELECT pgcrypt_at_rest.create_keyring('patients') AS first_key_id;
+
+CREATE TABLE patients (
+	id integer PRIMARY KEY,
+	name pgcrypt_at_rest.encrypted NOT NULL,
+	diagnosis pgcrypt_at_rest.encrypted
+);
+
+\echo '-- insert rows: values are encrypted before they reach the table'
+INSERT INTO patients VALUES
+	(1, pgcrypt_at_rest.encrypt('Ada Lovelace', 'patients'),
+		pgcrypt_at_rest.encrypt('migraine', 'patients', '1'::bytea)),
+	(2, pgcrypt_at_rest.encrypt('Alan Turing', 'patients'),
+		pgcrypt_at_rest.encrypt('hay fever', 'patients', '2'::bytea));
+
+\echo '-- what the table holds'
+SELECT id, name, pgcrypt_at_rest.key_id(name) AS key_id FROM patients ORDER BY id;
+
+\echo '-- read back, decrypted (the diagnosis is bound to its row id as context)'
+SELECT id,
+	   pgcrypt_at_rest.decrypt_text(name) AS name,
+	   pgcrypt_at_rest.decrypt_text(diagnosis, id::text::bytea) AS diagnosis
+  FROM patients ORDER BY id;
+
+\echo '-- a value moved to another row does not decrypt there'
+\set ON_ERROR_STOP 0
+SELECT pgcrypt_at_rest.decrypt_text(diagnosis, '2'::bytea) FROM patients WHERE id = 1;
+\set ON_ERROR_STOP 1
+
+\echo '-- rotate: new rows use the new key, old rows stay readable'
+SELECT pgcrypt_at_rest.rotate_keyring('patients') AS new_key_id;
+INSERT INTO patients VALUES (3, pgcrypt_at_rest.encrypt('Grace Hopper', 'patients'), NULL);
+SELECT id, pgcrypt_at_rest.decrypt_text(name) AS name, pgcrypt_at_rest.key_id(name) AS key_id
+  FROM patients ORDER BY id;
+
+\echo '-- the keys view: no key material, sealed or not'
+SELECT * FROM pgcrypt_at_rest.keys ORDER BY key_id;
+SELECT * FROM pgcrypt_at_rest.keyrings;

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every test (regression, isolation, TAP) against throwaway clusters.
+# As root on a fresh Debian 12 machine it first installs what is missing and
+# builds and installs the extension; the tests themselves run as postgres.
+# Exits non-zero on any failure.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+need_root
+install_dependencies
+build_and_install
+
+work=$(postgres_owned_copy test)
+trap 'rm -rf "$work"' EXIT
+secret=$work/test_keys/server.key
+write_server_secret "$secret"
+
+# pg_regress and pg_isolation_regress start their own temporary instance
+# with the library preloaded and the secret above (outside its data directory).
+as_postgres tee "$work/regress.conf" >/dev/null <<CONF
+shared_preload_libraries = 'pgcrypt_at_rest'
+pgcrypt_at_rest.server_key_file = '$secret'
+max_prepared_transactions = 4
+CONF
+
+log "running regression, isolation and TAP tests in $work"
+status=0
+as_postgres make -C "$work" -s PG_CONFIG="$PG_CONFIG" installcheck \
+	EXTRA_REGRESS_OPTS="--temp-instance=$work/tmp_instance --temp-config=$work/regress.conf" \
+	PROVE_FLAGS="--timer" || status=$?
+
+if [ "$status" -ne 0 ]; then
+	for diffs in "$work/regression.diffs" "$work/output_iso/regression.diffs"; do
+		[ -s "$diffs" ] && { echo "== $diffs"; cat "$diffs"; }
+	done
+	for logf in "$work"/tmp_check/log/*; do
+		[ -f "$logf" ] && { echo "== $logf"; tail -n 40 "$logf"; }
+	done
+	echo "FAILED" >&2
+	exit "$status"
+fi
+log "all tests passed"
