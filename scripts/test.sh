@@ -11,7 +11,6 @@ install_dependencies
 build_and_install
 
 work=$(postgres_owned_copy test)
-trap 'rm -rf "$work"' EXIT
 secret=$work/test_keys/server.key
 write_server_secret "$secret"
 
@@ -36,7 +35,8 @@ if [ "$status" -ne 0 ]; then
 	for logf in "$work"/tmp_check/log/*; do
 		[ -f "$logf" ] && { echo "== $logf"; tail -n 40 "$logf"; }
 	done
-	echo "FAILED" >&2
+	echo "FAILED; results kept in $work" >&2
 	exit "$status"
 fi
+rm -rf "$work"
 log "all tests passed"

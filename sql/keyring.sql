@@ -9,6 +9,20 @@ SELECT count(*) AS servers,
 	   octet_length(pgcrypt_at_rest.server_public_key()) AS public_key_bytes
   FROM pgcrypt_at_rest.servers;
 
+-- named after cluster_name (unset here) and its public key's fingerprint
+SELECT name = 'server ' || left(encode(public_key, 'hex'), 8) AS fingerprint_name FROM pgcrypt_at_rest.servers;
+
+-- server rows as a restore loads them: this server's own row is skipped, and
+-- another key's row whose name is taken is renamed rather than failing
+INSERT INTO pgcrypt_at_rest.server (public_key, name)
+	SELECT public_key, name || ' dumped' FROM pgcrypt_at_rest.server;
+INSERT INTO pgcrypt_at_rest.server (public_key, name)
+	SELECT ('\x' || repeat('ab', 32))::bytea, name FROM pgcrypt_at_rest.server;
+SELECT count(*) AS servers, count(DISTINCT name) AS names,
+	   count(*) FILTER (WHERE name LIKE '% (' || repeat('ab', 32) || ')') AS renamed
+  FROM pgcrypt_at_rest.servers;
+DELETE FROM pgcrypt_at_rest.server WHERE public_key = ('\x' || repeat('ab', 32))::bytea;
+
 -- create_keyring returns the new keyring's first (active) key
 SELECT pgcrypt_at_rest.create_keyring('pii') AS pii_key \gset
 SELECT key_id = :pii_key AS returned_id, keyring, status,

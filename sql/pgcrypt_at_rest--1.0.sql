@@ -141,7 +141,9 @@ CREATE TRIGGER invalidate_key_cache
 	FOR EACH STATEMENT EXECUTE FUNCTION pgcrypt_at_rest._invalidate_key_cache();
 
 -- CREATE EXTENSION registers this server before a restore loads the dumped
--- server rows; a dumped row for the same public key is then already there.
+-- server rows.  A dumped row for the same public key is then already there
+-- and is skipped; one for another key whose name is taken is renamed, so the
+-- restore never fails and loses the sealed copies that reference it.
 CREATE FUNCTION pgcrypt_at_rest._skip_known_server()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -151,6 +153,12 @@ BEGIN
 	IF EXISTS (SELECT FROM pgcrypt_at_rest.server s
 			   WHERE s.public_key OPERATOR(pg_catalog.=) NEW.public_key) THEN
 		RETURN NULL;
+	END IF;
+	IF EXISTS (SELECT FROM pgcrypt_at_rest.server s
+			   WHERE s.name OPERATOR(pg_catalog.=) NEW.name) THEN
+		NEW.name := NEW.name OPERATOR(pg_catalog.||) ' ('
+			OPERATOR(pg_catalog.||) pg_catalog.encode(NEW.public_key, 'hex')
+			OPERATOR(pg_catalog.||) ')';
 	END IF;
 	RETURN NEW;
 END

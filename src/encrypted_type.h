@@ -13,7 +13,8 @@
 /* Same representation as bytea; a separate name keeps call sites honest. */
 typedef bytea Encrypted;
 
-#define DatumGetEncryptedP(X)		((Encrypted *) PG_DETOAST_DATUM(X))
+/* Packed: short inline values are read in place, not copied. */
+#define DatumGetEncryptedP(X)		((Encrypted *) PG_DETOAST_DATUM_PACKED(X))
 #define PG_GETARG_ENCRYPTED_P(n)	DatumGetEncryptedP(PG_GETARG_DATUM(n))
 #define PG_RETURN_ENCRYPTED_P(x)	PG_RETURN_POINTER(x)
 

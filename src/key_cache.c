@@ -6,9 +6,10 @@
  * A key id's material never changes, but a key can be destroyed or stop
  * being active.  Every change to the key tables fires a statement trigger
  * that queues a relcache invalidation of the data key table; PostgreSQL
- * delivers it to the changing backend at the next command and to every
- * other backend only once the change commits (and drops it on abort), which
- * is exactly when a cache must stop trusting what it holds.  On that
+ * delivers it to the changing backend at its next command (and again if it
+ * aborts, so nothing cached from the aborted change survives) and to every
+ * other backend only once the change commits, which is exactly when a cache
+ * must stop trusting what it holds.  On that
  * invalidation the whole cache is wiped: rotations are rare and a refill
  * costs one query per key.
  *
@@ -56,9 +57,10 @@ static Oid	watched_relid = InvalidOid;
 static bool callback_registered = false;
 static uint64 flush_count = 0;
 
-/* The last key used: consecutive rows usually share one. */
+/* The last key and keyring used: consecutive rows usually share them. */
 static int32 last_key_id = 0;
 static const uint8 *last_material = NULL;
+static CachedActiveKey *last_active = NULL;
 
 static void
 key_cache_flush(void)
@@ -74,6 +76,7 @@ key_cache_flush(void)
 	active_by_keyring = NULL;
 	last_key_id = 0;
 	last_material = NULL;
+	last_active = NULL;
 	flush_count++;
 	if (cache_context != NULL)
 		MemoryContextReset(cache_context);
@@ -151,7 +154,7 @@ report_unusable_key(const PcarStoredKey *key)
 			 errmsg("this server holds no copy of key %d of keyring \"%s\"",
 					key->key_id, key->keyring),
 			 errdetail("The key is not sealed to this server's public key."),
-			 errhint("Add this server from a server that holds the key.")));
+			 errhint("Decrypt the value on a server that holds the key, or load such a server's secret here.")));
 }
 
 /* Loads, unseals and caches one key; every failure is an ERROR. */
@@ -210,10 +213,18 @@ pcar_key_cache_get(int32 key_id)
 int32
 pcar_key_cache_active(const char *keyring, size_t keyring_len, const uint8 **key)
 {
-	char		name[NAMEDATALEN];
+	char		name[NAMEDATALEN] = {0};
 	CachedActiveKey *entry;
 	int32		key_id;
 	const uint8 *material;
+
+	if (likely(last_active != NULL && keyring_len <= PCAR_MAX_KEYRING_NAME &&
+			   last_active->keyring[keyring_len] == '\0' &&
+			   memcmp(last_active->keyring, keyring, keyring_len) == 0))
+	{
+		*key = last_active->material;
+		return last_active->key_id;
+	}
 
 	/* a longer name cannot exist, and truncating it could match another */
 	if (keyring_len > PCAR_MAX_KEYRING_NAME || memchr(keyring, '\0', keyring_len))
@@ -227,6 +238,7 @@ pcar_key_cache_active(const char *keyring, size_t keyring_len, const uint8 **key
 	entry = active_by_keyring ? hash_search(active_by_keyring, name, HASH_FIND, NULL) : NULL;
 	if (likely(entry != NULL))
 	{
+		last_active = entry;
 		*key = entry->material;
 		return entry->key_id;
 	}
@@ -251,6 +263,7 @@ pcar_key_cache_active(const char *keyring, size_t keyring_len, const uint8 **key
 	entry = hash_search(active_by_keyring, name, HASH_ENTER, NULL);
 	entry->key_id = key_id;
 	entry->material = material;
+	last_active = entry;
 	*key = material;
 	return key_id;
 }

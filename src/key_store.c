@@ -14,7 +14,6 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
-#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
@@ -178,6 +177,8 @@ pcar_store_active_key_id(const char *keyring)
 	bool		isnull;
 	Datum		key_id;
 
+	/* a missing secret is the problem to report, whatever the keyring */
+	pcar_server_key_require();
 	store_begin(&session);
 	store_execute("SELECT k.id FROM " PCAR_SCHEMA ".keyring r"
 				  " LEFT JOIN " PCAR_SCHEMA ".data_key k"
@@ -227,7 +228,7 @@ require_local_server_registered(void)
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("this server is not registered in pgcrypt_at_rest.servers"),
 					 errdetail("Its secret was loaded, but its public key is not among the servers that keys are sealed to."),
-					 errhint("Have a registered server add this server's public key, from pgcrypt_at_rest.server_public_key().")));
+					 errhint("Use the server whose secret created this database's keys, or load that secret here.")));
 	}
 }
 
@@ -345,15 +346,20 @@ pcar_store_rotate_keyring(const char *keyring)
 	return key_id;
 }
 
-/* Named after cluster_name when set, else after the cluster's system identifier. */
+/*
+ * "<cluster_name or 'server'> <first 8 hex digits of the public key>": the
+ * fingerprint keeps names apart on clusters that share a name (Debian's
+ * default "15/main") or a system identifier (base backup clones).
+ */
 static char *
 local_server_name(void)
 {
 	const char *cluster = GetConfigOption("cluster_name", true, false);
+	const uint8 *public_key = pcar_server_public_key();
 
-	if (cluster != NULL && cluster[0] != '\0')
-		return pstrdup(cluster);
-	return psprintf("server " UINT64_FORMAT, GetSystemIdentifier());
+	return psprintf("%s %02x%02x%02x%02x",
+					(cluster != NULL && cluster[0] != '\0') ? cluster : "server",
+					public_key[0], public_key[1], public_key[2], public_key[3]);
 }
 
 void

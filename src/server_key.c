@@ -186,7 +186,12 @@ read_secret_command(const char *command, char *buf, ssize_t *len)
 	pcar_wipe(discard, sizeof(discard));
 	status = pclose(pipe);
 
-	if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+	if (status == -1)
+	{
+		set_problem("could not wait for pgcrypt_at_rest.server_key_command: %m");
+		return false;
+	}
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 	{
 		set_problem("pgcrypt_at_rest.server_key_command failed (%s)",
 					WIFEXITED(status) ? psprintf("exit code %d", WEXITSTATUS(status)) :
