@@ -11,6 +11,28 @@ SELECT b, pgcrypt_at_rest.decrypt(pgcrypt_at_rest.encrypt(b, 'rt')) = b AS bytea
 	   octet_length(pgcrypt_at_rest.encrypt(b, 'rt')::bytea) - octet_length(b) AS overhead
   FROM (VALUES (''::bytea), ('\x00'::bytea), ('\x00ff00ff'::bytea)) AS v(b);
 
+-- every length across the short-value fast path (up to 192 bytes) and past
+-- it: encrypt is libsodium's AEAD, so each round trip checks decrypt against it
+CREATE TABLE sweep AS
+	SELECT n, substring(decode(repeat(md5(n::text), 13), 'hex') from 1 for n) AS b,
+		   CASE WHEN n % 2 = 1 THEN int4send(n) ELSE ''::bytea END AS ctx
+	  FROM generate_series(0, 200) n;
+ALTER TABLE sweep ADD COLUMN e bytea;
+UPDATE sweep SET e = pgcrypt_at_rest.encrypt(b, 'rt', ctx)::bytea;
+SELECT count(*) AS lengths,
+	   count(*) FILTER (WHERE octet_length(b) = n) AS right_size,
+	   count(*) FILTER (WHERE pgcrypt_at_rest.decrypt(e::pgcrypt_at_rest.encrypted, ctx) = b) AS round_trips
+  FROM sweep;
+-- and at every length a flipped tag, last ciphertext byte or context byte fails
+SELECT count(*) FILTER (WHERE sqlstate_of(format('SELECT pgcrypt_at_rest.decrypt(%L::bytea::pgcrypt_at_rest.encrypted, %L::bytea)',
+								set_byte(e, octet_length(e) - 1, get_byte(e, octet_length(e) - 1) # 128), ctx)) LIKE 'XX001%') AS bad_tag,
+	   count(*) FILTER (WHERE n = 0 OR sqlstate_of(format('SELECT pgcrypt_at_rest.decrypt(%L::bytea::pgcrypt_at_rest.encrypted, %L::bytea)',
+								set_byte(e, 28 + n, get_byte(e, 28 + n) # 1), ctx)) LIKE 'XX001%') AS bad_ciphertext,
+	   count(*) FILTER (WHERE sqlstate_of(format('SELECT pgcrypt_at_rest.decrypt(%L::bytea::pgcrypt_at_rest.encrypted, %L::bytea)',
+								e, ctx || '\x00'::bytea)) LIKE 'XX001%') AS bad_context
+  FROM sweep;
+DROP TABLE sweep;
+
 -- a fresh nonce every call: the same plaintext never encrypts the same way
 SELECT count(DISTINCT pgcrypt_at_rest.encrypt('same', 'rt')::bytea) AS distinct_values,
 	   count(DISTINCT substring(pgcrypt_at_rest.encrypt('same', 'rt')::bytea from 6 for 24)) AS distinct_nonces
