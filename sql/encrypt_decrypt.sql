@@ -66,13 +66,17 @@ SELECT id, pgcrypt_at_rest.decrypt_text(iban, int4send(id)) FROM accounts ORDER 
 UPDATE accounts SET iban = (SELECT iban FROM accounts WHERE id = 1) WHERE id = 2;
 SELECT pgcrypt_at_rest.decrypt_text(iban, int4send(id)) FROM accounts WHERE id = 2;
 
--- NULL in any argument gives NULL
+-- a NULL value gives NULL; a NULL keyring or context is an error, never a
+-- silently stored NULL
 SELECT pgcrypt_at_rest.encrypt(NULL::text, 'rt') IS NULL AS a,
-	   pgcrypt_at_rest.encrypt('x', NULL) IS NULL AS b,
-	   pgcrypt_at_rest.encrypt('x'::bytea, 'rt', NULL) IS NULL AS c,
-	   pgcrypt_at_rest.decrypt(NULL) IS NULL AS d,
-	   pgcrypt_at_rest.decrypt_text(NULL, 'c'::bytea) IS NULL AS e,
-	   pgcrypt_at_rest.decrypt(pgcrypt_at_rest.encrypt('x', 'rt'), NULL) IS NULL AS f;
+	   pgcrypt_at_rest.encrypt(NULL::bytea, 'rt', 'c'::bytea) IS NULL AS b,
+	   pgcrypt_at_rest.decrypt(NULL) IS NULL AS c,
+	   pgcrypt_at_rest.decrypt_text(NULL, 'c'::bytea) IS NULL AS d;
+SELECT pgcrypt_at_rest.encrypt('x', NULL);
+SELECT pgcrypt_at_rest.encrypt(NULL::text, NULL);
+SELECT pgcrypt_at_rest.encrypt('x'::bytea, 'rt', NULL);
+SELECT pgcrypt_at_rest.decrypt(pgcrypt_at_rest.encrypt('x', 'rt'), NULL);
+SELECT sqlstate_of($$SELECT pgcrypt_at_rest.decrypt_text(pgcrypt_at_rest.encrypt('x', 'rt'), NULL)$$);
 
 -- plaintext that is not valid text: decrypt() works, decrypt_text() refuses
 -- without quoting any byte of it
@@ -92,3 +96,18 @@ SELECT pgcrypt_at_rest.decrypt_text(body) AS body,
 SELECT (history::text[]::pgcrypt_at_rest.encrypted[])[2]::bytea = history[2]::bytea AS array_text_round_trip FROM notes;
 DROP TABLE notes, accounts;
 DROP DOMAIN secret_text;
+
+-- keys loaded while a parallel plan runs (a cold cache, values under two keys)
+CREATE TABLE par AS SELECT i, pgcrypt_at_rest.encrypt('p' || i, 'rt') AS e FROM generate_series(1, 100) i;
+SELECT pgcrypt_at_rest.rotate_keyring('rt') > 0 AS rotated;
+INSERT INTO par SELECT i, pgcrypt_at_rest.encrypt('p' || i, 'rt') FROM generate_series(101, 200) i;
+\c
+SET force_parallel_mode = on;
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+EXPLAIN (COSTS OFF) CREATE TABLE par_out AS SELECT i, pgcrypt_at_rest.decrypt_text(e) AS t FROM par;
+CREATE TABLE par_out AS SELECT i, pgcrypt_at_rest.decrypt_text(e) AS t FROM par;
+SELECT count(*) AS rows, count(*) FILTER (WHERE t = 'p' || i) AS decrypted FROM par_out;
+RESET ALL;
+DROP TABLE par, par_out;

@@ -168,49 +168,58 @@ CREATE TRIGGER skip_known_server
 	BEFORE INSERT ON pgcrypt_at_rest.server
 	FOR EACH ROW EXECUTE FUNCTION pgcrypt_at_rest._skip_known_server();
 
+-- Fire in replica mode too (logical replication apply, pg_restore
+-- --disable-triggers leaves them alone either way).
+ALTER TABLE pgcrypt_at_rest.keyring ENABLE ALWAYS TRIGGER invalidate_key_cache;
+ALTER TABLE pgcrypt_at_rest.server ENABLE ALWAYS TRIGGER invalidate_key_cache;
+ALTER TABLE pgcrypt_at_rest.data_key ENABLE ALWAYS TRIGGER invalidate_key_cache;
+ALTER TABLE pgcrypt_at_rest.sealed_key ENABLE ALWAYS TRIGGER invalidate_key_cache;
+ALTER TABLE pgcrypt_at_rest.server ENABLE ALWAYS TRIGGER skip_known_server;
+
 ------------------------------------------------------------------------------
--- Encryption and decryption
+-- Encryption and decryption.  Not STRICT: a NULL value gives NULL, but a
+-- NULL keyring or context is an error rather than a silent NULL.
 ------------------------------------------------------------------------------
 
 CREATE FUNCTION pgcrypt_at_rest.encrypt(plaintext text, keyring text)
 RETURNS pgcrypt_at_rest.encrypted
 AS 'MODULE_PATHNAME', 'pcar_encrypt_text'
-LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 CREATE FUNCTION pgcrypt_at_rest.encrypt(plaintext text, keyring text, context bytea)
 RETURNS pgcrypt_at_rest.encrypted
 AS 'MODULE_PATHNAME', 'pcar_encrypt_text'
-LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 CREATE FUNCTION pgcrypt_at_rest.encrypt(plaintext bytea, keyring text)
 RETURNS pgcrypt_at_rest.encrypted
 AS 'MODULE_PATHNAME', 'pcar_encrypt_bytea'
-LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 CREATE FUNCTION pgcrypt_at_rest.encrypt(plaintext bytea, keyring text, context bytea)
 RETURNS pgcrypt_at_rest.encrypted
 AS 'MODULE_PATHNAME', 'pcar_encrypt_bytea'
-LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 CREATE FUNCTION pgcrypt_at_rest.decrypt(value pgcrypt_at_rest.encrypted)
 RETURNS bytea
 AS 'MODULE_PATHNAME', 'pcar_decrypt'
-LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+LANGUAGE C STABLE PARALLEL RESTRICTED;
 
 CREATE FUNCTION pgcrypt_at_rest.decrypt(value pgcrypt_at_rest.encrypted, context bytea)
 RETURNS bytea
 AS 'MODULE_PATHNAME', 'pcar_decrypt'
-LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+LANGUAGE C STABLE PARALLEL RESTRICTED;
 
 CREATE FUNCTION pgcrypt_at_rest.decrypt_text(value pgcrypt_at_rest.encrypted)
 RETURNS text
 AS 'MODULE_PATHNAME', 'pcar_decrypt_text'
-LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+LANGUAGE C STABLE PARALLEL RESTRICTED;
 
 CREATE FUNCTION pgcrypt_at_rest.decrypt_text(value pgcrypt_at_rest.encrypted, context bytea)
 RETURNS text
 AS 'MODULE_PATHNAME', 'pcar_decrypt_text'
-LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+LANGUAGE C STABLE PARALLEL RESTRICTED;
 
 CREATE FUNCTION pgcrypt_at_rest.key_id(value pgcrypt_at_rest.encrypted)
 RETURNS integer

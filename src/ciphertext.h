@@ -20,8 +20,11 @@
 #define PCAR_HEADER_BYTES	5
 #define PCAR_OVERHEAD		(PCAR_HEADER_BYTES + PCAR_NONCE_BYTES + PCAR_TAG_BYTES)
 
-/* Largest plaintext whose value still fits in a varlena. */
-#define PCAR_MAX_PLAINTEXT	(MaxAllocSize - VARHDRSZ - PCAR_OVERHEAD)
+/*
+ * Largest plaintext whose value still has a text form ("enc:" + base64 +
+ * NUL) within MaxAllocSize, so that COPY and pg_dump can always write it.
+ */
+#define PCAR_MAX_PLAINTEXT	((MaxAllocSize - 5) / 4 * 3 - PCAR_OVERHEAD)
 
 /* Why a byte string is not a well-formed value, or NULL when it is. */
 extern const char *pcar_ciphertext_problem(const uint8 *data, size_t len);

@@ -18,6 +18,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
@@ -57,6 +58,10 @@ static Oid	watched_relid = InvalidOid;
 static bool callback_registered = false;
 static uint64 flush_count = 0;
 
+/* Something was cached from a snapshot that may be stale: drop it at transaction end. */
+static bool flush_at_transaction_end = false;
+static bool xact_callback_registered = false;
+
 /* The last key and keyring used: consecutive rows usually share them. */
 static int32 last_key_id = 0;
 static const uint8 *last_material = NULL;
@@ -87,6 +92,33 @@ key_cache_relcache_callback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == watched_relid)
 		key_cache_flush();
+}
+
+static void
+key_cache_xact_callback(XactEvent event, void *arg)
+{
+	if (flush_at_transaction_end &&
+		(event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		 event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		 event == XACT_EVENT_PREPARE))
+	{
+		key_cache_flush();
+		flush_at_transaction_end = false;
+	}
+}
+
+/* Keeps a result read without the latest snapshot for this transaction only. */
+static void
+key_cache_note_snapshot(bool latest)
+{
+	if (latest)
+		return;
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(key_cache_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	flush_at_transaction_end = true;
 }
 
 /* Called before reading the key tables, so a change committed meanwhile flushes. */
@@ -140,6 +172,9 @@ key_slot_alloc(void)
 }
 
 static void
+report_unusable_key(const PcarStoredKey *key) pg_attribute_noreturn();
+
+static void
 report_unusable_key(const PcarStoredKey *key)
 {
 	if (key->status == PCAR_KEY_DESTROYED)
@@ -178,20 +213,22 @@ key_cache_load(int32 key_id)
 
 	/* no catalog access below, so no invalidation can interleave */
 	key_cache_prepare();
+	key_cache_note_snapshot(stored.latest);
+	entry = hash_search(keys_by_id, &key_id, HASH_ENTER, &found);
+	entry->material = NULL;
 	material = key_slot_alloc();
 	if (!pcar_unseal_data_key(material, stored.sealed,
 							  pcar_server_public_key(), pcar_server_secret_key()))
 	{
 		pcar_wipe(material, PCAR_DATA_KEY_BYTES);
 		slabs->used--;
+		hash_search(keys_by_id, &key_id, HASH_REMOVE, NULL);
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("could not unseal key %d of keyring \"%s\"", key_id, stored.keyring),
 				 errdetail("The copy sealed to this server does not open with this server's secret.")));
 	}
 	pcar_wipe(stored.sealed, sizeof(stored.sealed));
-
-	entry = hash_search(keys_by_id, &key_id, HASH_ENTER, &found);
 	entry->material = material;
 	return material;
 }
@@ -205,7 +242,8 @@ pcar_key_cache_get(int32 key_id)
 		return last_material;
 
 	entry = keys_by_id ? hash_search(keys_by_id, &key_id, HASH_FIND, NULL) : NULL;
-	last_material = entry ? entry->material : key_cache_load(key_id);
+	/* an entry without material is what a failed load left behind */
+	last_material = (entry && entry->material) ? entry->material : key_cache_load(key_id);
 	last_key_id = key_id;
 	return last_material;
 }
@@ -217,6 +255,7 @@ pcar_key_cache_active(const char *keyring, size_t keyring_len, const uint8 **key
 	CachedActiveKey *entry;
 	int32		key_id;
 	const uint8 *material;
+	bool		latest;
 
 	if (likely(last_active != NULL && keyring_len <= PCAR_MAX_KEYRING_NAME &&
 			   last_active->keyring[keyring_len] == '\0' &&
@@ -228,10 +267,7 @@ pcar_key_cache_active(const char *keyring, size_t keyring_len, const uint8 **key
 
 	/* a longer name cannot exist, and truncating it could match another */
 	if (keyring_len > PCAR_MAX_KEYRING_NAME || memchr(keyring, '\0', keyring_len))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("keyring \"%.*s\" does not exist", (int) keyring_len, keyring),
-				 errdetail("Keyring names are at most %d bytes long.", PCAR_MAX_KEYRING_NAME)));
+		pcar_report_unknown_keyring();
 	memcpy(name, keyring, keyring_len);
 	name[keyring_len] = '\0';
 
@@ -253,13 +289,14 @@ pcar_key_cache_active(const char *keyring, size_t keyring_len, const uint8 **key
 
 		key_cache_watch();
 		flushes_before = flush_count;
-		key_id = pcar_store_active_key_id(name);
+		key_id = pcar_store_active_key_id(name, &latest);
 		material = pcar_key_cache_get(key_id);
 		if (flush_count == flushes_before)
 			break;
 	}
 
 	key_cache_prepare();
+	key_cache_note_snapshot(latest);
 	entry = hash_search(active_by_keyring, name, HASH_ENTER, NULL);
 	entry->key_id = key_id;
 	entry->material = material;

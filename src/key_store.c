@@ -21,7 +21,9 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "key_store.h"
@@ -35,6 +37,7 @@ typedef struct StoreSession
 {
 	Oid			saved_userid;
 	int			saved_sec_context;
+	int			guc_nest_level;
 	MemoryContext caller_context;	/* results outlive SPI's memory here */
 } StoreSession;
 
@@ -77,6 +80,11 @@ store_begin(StoreSession *session)
 	SetUserIdAndSecContext(owner, session->saved_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
+	/* names are all qualified; pinning the path is a second line of defence */
+	session->guc_nest_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 }
@@ -85,6 +93,7 @@ static void
 store_end(StoreSession *session)
 {
 	SPI_finish();
+	AtEOXact_GUC(false, session->guc_nest_level);
 	SetUserIdAndSecContext(session->saved_userid, session->saved_sec_context);
 }
 
@@ -95,6 +104,41 @@ store_execute(const char *sql, int expected, int nargs, Oid *types, Datum *value
 
 	if (rc != expected)
 		elog(ERROR, "pgcrypt_at_rest key store query failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * Reads for the key cache.  The transaction snapshot can predate a change
+ * whose invalidation was just absorbed (REPEATABLE READ, or a long
+ * statement), and caching what it shows would outlive the transaction; so
+ * absorb pending invalidations, then read with the latest snapshot.  A
+ * parallel operation cannot take one: it reads with the active snapshot and
+ * returns false, and the caller must not keep the result beyond the
+ * transaction.  Read-only, so no command counter increment, which a
+ * parallel operation also forbids.
+ */
+static bool
+store_select_latest(const char *sql, int nargs, Oid *types, Datum *values)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+	bool		latest = !IsInParallelMode();
+	Snapshot	snapshot;
+	int			rc;
+
+	if (plan == NULL)
+		elog(ERROR, "pgcrypt_at_rest key store query failed: %s",
+			 SPI_result_code_string(SPI_result));
+	if (latest)
+	{
+		AcceptInvalidationMessages();
+		snapshot = GetLatestSnapshot();
+	}
+	else
+		snapshot = GetActiveSnapshot();
+	rc = SPI_execute_snapshot(plan, values, NULL, snapshot, InvalidSnapshot,
+							  true, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pgcrypt_at_rest key store query failed: %s", SPI_result_code_string(rc));
+	return latest;
 }
 
 static Datum
@@ -113,6 +157,19 @@ result_datum(int row, int column, bool *isnull)
 	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, column, isnull);
 }
 
+/*
+ * The name is not quoted: encrypt(keyring, plaintext) with its arguments
+ * swapped would otherwise put the plaintext in the message and the log.
+ */
+void
+pcar_report_unknown_keyring(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("the keyring given to encrypt() does not exist"),
+			 errhint("Check the order of the arguments, encrypt(plaintext, keyring [, context]); pgcrypt_at_rest.keyrings lists the keyrings.")));
+}
+
 bool
 pcar_store_fetch_key(int32 key_id, PcarStoredKey *key)
 {
@@ -128,13 +185,14 @@ pcar_store_fetch_key(int32 key_id, PcarStoredKey *key)
 	values[1] = bytea_datum(pcar_server_public_key(), PCAR_SERVER_KEY_BYTES);
 
 	store_begin(&session);
-	store_execute("SELECT r.name, k.status, k.destroyed_at::pg_catalog.text, s.sealed"
-				  " FROM " PCAR_SCHEMA ".data_key k"
-				  " JOIN " PCAR_SCHEMA ".keyring r ON r.id" EQ "k.keyring_id"
-				  " LEFT JOIN " PCAR_SCHEMA ".sealed_key s"
-				  "   ON s.key_id" EQ "k.id AND s.server_public_key" EQ "$2"
-				  " WHERE k.id" EQ "$1",
-				  SPI_OK_SELECT, 2, types, values);
+	key->latest = store_select_latest(
+		"SELECT r.name, k.status, k.destroyed_at::pg_catalog.text, s.sealed"
+		" FROM " PCAR_SCHEMA ".data_key k"
+		" JOIN " PCAR_SCHEMA ".keyring r ON r.id" EQ "k.keyring_id"
+		" LEFT JOIN " PCAR_SCHEMA ".sealed_key s"
+		"   ON s.key_id" EQ "k.id AND s.server_public_key" EQ "$2"
+		" WHERE k.id" EQ "$1",
+		2, types, values);
 
 	found = SPI_processed == 1;
 	if (found)
@@ -147,8 +205,14 @@ pcar_store_fetch_key(int32 key_id, PcarStoredKey *key)
 		key->key_id = key_id;
 		strlcpy(key->keyring, SPI_getvalue(tuple, desc, 1), sizeof(key->keyring));
 		status = SPI_getvalue(tuple, desc, 2);
-		key->status = strcmp(status, "active") == 0 ? PCAR_KEY_ACTIVE :
-			strcmp(status, "deprecated") == 0 ? PCAR_KEY_DEPRECATED : PCAR_KEY_DESTROYED;
+		if (strcmp(status, "active") == 0)
+			key->status = PCAR_KEY_ACTIVE;
+		else if (strcmp(status, "deprecated") == 0)
+			key->status = PCAR_KEY_DEPRECATED;
+		else if (strcmp(status, "destroyed") == 0)
+			key->status = PCAR_KEY_DESTROYED;
+		else
+			elog(ERROR, "key %d has unknown status \"%s\"", key_id, status);
 		key->destroyed_at = destroyed_at ? MemoryContextStrdup(session.caller_context, destroyed_at) : NULL;
 
 		sealed = result_datum(0, 4, &isnull);
@@ -169,7 +233,7 @@ pcar_store_fetch_key(int32 key_id, PcarStoredKey *key)
 }
 
 int32
-pcar_store_active_key_id(const char *keyring)
+pcar_store_active_key_id(const char *keyring, bool *latest)
 {
 	StoreSession session;
 	Oid			types[1] = {TEXTOID};
@@ -180,16 +244,13 @@ pcar_store_active_key_id(const char *keyring)
 	/* a missing secret is the problem to report, whatever the keyring */
 	pcar_server_key_require();
 	store_begin(&session);
-	store_execute("SELECT k.id FROM " PCAR_SCHEMA ".keyring r"
-				  " LEFT JOIN " PCAR_SCHEMA ".data_key k"
-				  "   ON k.keyring_id" EQ "r.id AND k.status" EQ "'active'"
-				  " WHERE r.name" EQ "$1",
-				  SPI_OK_SELECT, 1, types, values);
+	*latest = store_select_latest("SELECT k.id FROM " PCAR_SCHEMA ".keyring r"
+								  " LEFT JOIN " PCAR_SCHEMA ".data_key k"
+								  "   ON k.keyring_id" EQ "r.id AND k.status" EQ "'active'"
+								  " WHERE r.name" EQ "$1",
+								  1, types, values);
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("keyring \"%s\" does not exist", keyring),
-				 errhint("Create it with pgcrypt_at_rest.create_keyring().")));
+		pcar_report_unknown_keyring();
 	key_id = result_datum(0, 1, &isnull);
 	if (isnull)
 		ereport(ERROR,
@@ -251,6 +312,8 @@ add_active_key(int32 keyring_id)
 				  SPI_OK_INSERT_RETURNING, 1, key_types, key_values);
 	key_id = DatumGetInt32(result_datum(0, 1, &isnull));
 
+	/* no server can be added while the new key is sealed for the others */
+	store_execute("LOCK TABLE " PCAR_SCHEMA ".server IN SHARE MODE", SPI_OK_UTILITY, 0, NULL, NULL);
 	store_execute("SELECT public_key FROM " PCAR_SCHEMA ".server", SPI_OK_SELECT, 0, NULL, NULL);
 	servers = SPI_tuptable;
 	nservers = SPI_processed;

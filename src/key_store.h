@@ -22,6 +22,7 @@ typedef struct PcarStoredKey
 	PcarKeyStatus status;
 	char	   *destroyed_at;	/* text form, when destroyed */
 	bool		has_copy;		/* a copy is sealed to this server */
+	bool		latest;			/* read with the latest snapshot: cacheable */
 	uint8		sealed[PCAR_SEALED_KEY_BYTES];
 } PcarStoredKey;
 
@@ -31,8 +32,13 @@ typedef struct PcarStoredKey
 /* Returns false when no key has this id. */
 extern bool pcar_store_fetch_key(int32 key_id, PcarStoredKey *key);
 
-/* The id of the keyring's active key; errors if the keyring does not exist. */
-extern int32 pcar_store_active_key_id(const char *keyring);
+/*
+ * The id of the keyring's active key; errors if the keyring does not exist.
+ * *latest is false when the answer may be older than committed changes.
+ */
+extern int32 pcar_store_active_key_id(const char *keyring, bool *latest);
+
+extern void pcar_report_unknown_keyring(void) pg_attribute_noreturn();
 
 extern int32 pcar_store_create_keyring(const char *keyring);
 extern int32 pcar_store_rotate_keyring(const char *keyring);

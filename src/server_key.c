@@ -12,11 +12,14 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "miscadmin.h"
+#include "utils/timestamp.h"
 
 #include "guc.h"
 #include "pgcrypt_at_rest.h"
@@ -156,53 +159,125 @@ read_secret_file(const char *path, char *buf, ssize_t *len)
 	}
 
 	*len = read_fully(fd, buf);
-	close(fd);
 	if (*len < 0)
 	{
 		set_problem("could not read server key file \"%s\": %m", path);
+		close(fd);
 		return false;
 	}
+	close(fd);
 	return true;
 }
+
+/*
+ * Runs the command with "sh -c", its output on a pipe.  The child gets the
+ * default signal dispositions and an empty mask (the postmaster blocks and
+ * ignores some while it starts), and is killed if it has not finished after
+ * SECRET_COMMAND_TIMEOUT_MS: a hung KMS must not hang the server's start.
+ */
+#define SECRET_COMMAND_TIMEOUT_MS	60000
 
 static bool
 read_secret_command(const char *command, char *buf, ssize_t *len)
 {
-	FILE	   *pipe;
-	char		discard[256];
+	int			fds[2];
+	pid_t		child;
 	int			status;
+	size_t		total = 0;
+	bool		timed_out = false;
+	TimestampTz deadline;
 
-	fflush(NULL);
-	pipe = popen(command, "r");
-	if (pipe == NULL)
+	if (pipe(fds) != 0)
 	{
+		set_problem("could not create a pipe for pgcrypt_at_rest.server_key_command: %m");
+		return false;
+	}
+	fflush(NULL);
+	child = fork();
+	if (child < 0)
+	{
+		int			save_errno = errno;
+
+		close(fds[0]);
+		close(fds[1]);
+		errno = save_errno;
 		set_problem("could not run pgcrypt_at_rest.server_key_command: %m");
 		return false;
 	}
-	*len = read_fully(fileno(pipe), buf);
-	/* drain, so the command never dies of SIGPIPE and its status is its own */
-	while (read(fileno(pipe), discard, sizeof(discard)) > 0)
-		*len = SECRET_READ_BYTES;
-	pcar_wipe(discard, sizeof(discard));
-	status = pclose(pipe);
-
-	if (status == -1)
+	if (child == 0)
 	{
-		set_problem("could not wait for pgcrypt_at_rest.server_key_command: %m");
+		sigset_t	none;
+
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		for (int sig = 1; sig < NSIG; sig++)
+			signal(sig, SIG_DFL);
+		close(fds[0]);
+		if (dup2(fds[1], STDOUT_FILENO) < 0)
+			_exit(127);
+		execl("/bin/sh", "sh", "-c", command, (char *) NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+
+	deadline = GetCurrentTimestamp() + (TimestampTz) SECRET_COMMAND_TIMEOUT_MS * 1000;
+	for (;;)
+	{
+		struct pollfd pfd = {.fd = fds[0],.events = POLLIN};
+		long		remaining_ms = (deadline - GetCurrentTimestamp()) / 1000;
+		char		discard[256];
+		ssize_t		n;
+		int			rc;
+
+		if (remaining_ms <= 0)
+		{
+			timed_out = true;
+			break;
+		}
+		rc = poll(&pfd, 1, (int) Min(remaining_ms, INT_MAX));
+		if (rc < 0 && errno == EINTR)
+			continue;
+		if (rc <= 0)
+			continue;
+		/* keep the first bytes; read and drop the rest so the child never blocks */
+		if (total < SECRET_READ_BYTES)
+			n = read(fds[0], buf + total, SECRET_READ_BYTES - total);
+		else
+		{
+			n = read(fds[0], discard, sizeof(discard));
+			pcar_wipe(discard, sizeof(discard));
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		total = Min(total + n, (size_t) SECRET_READ_BYTES);
+	}
+	close(fds[0]);
+	if (timed_out)
+		kill(child, SIGKILL);
+	while (waitpid(child, &status, 0) < 0)
+	{
+		if (errno != EINTR)
+		{
+			set_problem("could not wait for pgcrypt_at_rest.server_key_command: %m");
+			return false;
+		}
+	}
+
+	if (timed_out)
+	{
+		set_problem("pgcrypt_at_rest.server_key_command did not finish within %d seconds",
+					SECRET_COMMAND_TIMEOUT_MS / 1000);
 		return false;
 	}
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 	{
-		set_problem("pgcrypt_at_rest.server_key_command failed (%s)",
-					WIFEXITED(status) ? psprintf("exit code %d", WEXITSTATUS(status)) :
-					"terminated by a signal");
+		set_problem("pgcrypt_at_rest.server_key_command failed: %s",
+					wait_result_to_str(status));
 		return false;
 	}
-	if (*len < 0)
-	{
-		set_problem("could not read the output of pgcrypt_at_rest.server_key_command");
-		return false;
-	}
+	*len = total;
 	return true;
 }
 
@@ -276,7 +351,8 @@ pcar_server_key_require(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("pgcrypt_at_rest has no server secret"),
-				 errdetail_internal("%s.", load_problem),
+				 superuser() ? errdetail_internal("%s.", load_problem) :
+				 errdetail("The server log says why."),
 				 errhint("Set pgcrypt_at_rest.server_key_file (a file of 64 hex characters, mode 0600, outside the data directory) or pgcrypt_at_rest.server_key_command, then restart the server.")));
 }
 

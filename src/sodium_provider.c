@@ -218,13 +218,22 @@ pcar_expand_seed(uint8 *buf, size_t len, const uint8 *seed)
 void *
 pcar_secure_alloc(size_t len)
 {
+	static bool lock_failure_reported = false;
 	void	   *ptr = sodium_malloc(len);
 
 	if (ptr == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("could not allocate locked memory for key material"),
-				 errhint("Raise the memory lock limit (ulimit -l) of the PostgreSQL server.")));
+				 errmsg("could not allocate guarded memory for key material")));
+
+	/* sodium_malloc ignores a failure to lock; ask again and say so once */
+	if (sodium_mlock(ptr, len) != 0 && !lock_failure_reported)
+	{
+		lock_failure_reported = true;
+		ereport(WARNING,
+				(errmsg("pgcrypt_at_rest could not lock key memory; keys may be written to swap"),
+				 errhint("Raise the memory lock limit of the PostgreSQL server (ulimit -l, or LimitMEMLOCK in its systemd unit).")));
+	}
 	return ptr;
 }
 

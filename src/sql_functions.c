@@ -16,6 +16,7 @@
 #include "key_store.h"
 #include "pgcrypt_at_rest.h"
 #include "server_key.h"
+#include "sodium_provider.h"
 #include "sql_functions.h"
 
 PG_FUNCTION_INFO_V1(pcar_encrypt_text);
@@ -28,6 +29,19 @@ PG_FUNCTION_INFO_V1(pcar_rotate_keyring);
 PG_FUNCTION_INFO_V1(pcar_server_public_key_sql);
 PG_FUNCTION_INFO_V1(pcar_register_local_server);
 PG_FUNCTION_INFO_V1(pcar_invalidate_key_cache);
+
+/*
+ * The functions are not STRICT: a NULL value gives NULL, but a NULL keyring
+ * or context is an error, lest encrypt(v, 'k', NULL) quietly store NULL.
+ */
+static void
+require_not_null(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	if (PG_NARGS() > argno && PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+}
 
 /* The optional last argument: the caller's context, bound as associated data. */
 static void
@@ -47,7 +61,7 @@ get_context(FunctionCallInfo fcinfo, int argno, const uint8 **context, size_t *c
 static Datum
 encrypt_common(FunctionCallInfo fcinfo, const uint8 *plaintext, size_t plaintext_len)
 {
-	text	   *keyring = PG_GETARG_TEXT_PP(1);
+	text	   *keyring;
 	const uint8 *context;
 	size_t		context_len;
 	const uint8 *key;
@@ -60,6 +74,7 @@ encrypt_common(FunctionCallInfo fcinfo, const uint8 *plaintext, size_t plaintext
 				 errmsg("value too long to encrypt"),
 				 errdetail("The value is %zu bytes; at most %zu can be encrypted.",
 						   plaintext_len, (size_t) PCAR_MAX_PLAINTEXT)));
+	keyring = PG_GETARG_TEXT_PP(1);
 	get_context(fcinfo, 2, &context, &context_len);
 	key_id = pcar_key_cache_active(VARDATA_ANY(keyring), VARSIZE_ANY_EXHDR(keyring), &key);
 
@@ -73,7 +88,13 @@ encrypt_common(FunctionCallInfo fcinfo, const uint8 *plaintext, size_t plaintext
 Datum
 pcar_encrypt_text(PG_FUNCTION_ARGS)
 {
-	text	   *plaintext = PG_GETARG_TEXT_PP(0);
+	text	   *plaintext;
+
+	require_not_null(fcinfo, 1, "keyring");
+	require_not_null(fcinfo, 2, "context");
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	plaintext = PG_GETARG_TEXT_PP(0);
 
 	return encrypt_common(fcinfo, (const uint8 *) VARDATA_ANY(plaintext),
 						  VARSIZE_ANY_EXHDR(plaintext));
@@ -82,7 +103,13 @@ pcar_encrypt_text(PG_FUNCTION_ARGS)
 Datum
 pcar_encrypt_bytea(PG_FUNCTION_ARGS)
 {
-	bytea	   *plaintext = PG_GETARG_BYTEA_PP(0);
+	bytea	   *plaintext;
+
+	require_not_null(fcinfo, 1, "keyring");
+	require_not_null(fcinfo, 2, "context");
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	plaintext = PG_GETARG_BYTEA_PP(0);
 
 	return encrypt_common(fcinfo, (const uint8 *) VARDATA_ANY(plaintext),
 						  VARSIZE_ANY_EXHDR(plaintext));
@@ -124,22 +151,33 @@ decrypt_common(FunctionCallInfo fcinfo)
 Datum
 pcar_decrypt(PG_FUNCTION_ARGS)
 {
+	require_not_null(fcinfo, 1, "context");
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
 	PG_RETURN_BYTEA_P(decrypt_common(fcinfo));
 }
 
 Datum
 pcar_decrypt_text(PG_FUNCTION_ARGS)
 {
-	bytea	   *plaintext = decrypt_common(fcinfo);
+	bytea	   *plaintext;
+
+	require_not_null(fcinfo, 1, "context");
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	plaintext = decrypt_common(fcinfo);
 
 	/* noError: the standard message would quote plaintext bytes */
 	if (!pg_verify_mbstr(GetDatabaseEncoding(), VARDATA(plaintext),
 						 VARSIZE(plaintext) - VARHDRSZ, true))
+	{
+		pcar_wipe(VARDATA(plaintext), VARSIZE(plaintext) - VARHDRSZ);
 		ereport(ERROR,
 				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
 				 errmsg("decrypted value is not valid text in encoding \"%s\"",
 						GetDatabaseEncodingName()),
 				 errhint("Use pgcrypt_at_rest.decrypt() to get the value as bytea.")));
+	}
 	PG_RETURN_TEXT_P((text *) plaintext);
 }
 
@@ -149,7 +187,9 @@ pcar_key_id(PG_FUNCTION_ARGS)
 	Encrypted  *value = (Encrypted *) PG_DETOAST_DATUM_SLICE(PG_GETARG_DATUM(0), 0,
 															  PCAR_HEADER_BYTES);
 
-	if (ENCRYPTED_LEN(value) < PCAR_HEADER_BYTES)
+	/* only the header is read; it is checked as strictly as a whole value */
+	if (ENCRYPTED_LEN(value) < PCAR_HEADER_BYTES ||
+		ENCRYPTED_DATA(value)[0] != PCAR_VERSION_XCHACHA20POLY1305)
 		pcar_ciphertext_check(ENCRYPTED_DATA(value), ENCRYPTED_LEN(value),
 							  ERRCODE_INVALID_BINARY_REPRESENTATION);
 	PG_RETURN_INT32((int32) pcar_ciphertext_key_id(ENCRYPTED_DATA(value)));

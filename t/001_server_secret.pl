@@ -239,12 +239,12 @@ new_secret_file($good, 0600, 0);
 set_secret_conf(command => "cat '$good'; exit 3");
 $offset = restart_node();
 check_refused('failing command', $offset,
-	'pgcrypt_at_rest.server_key_command failed (exit code 3)');
+	'pgcrypt_at_rest.server_key_command failed: child process exited with exit code 3');
 
 set_secret_conf(command => 'exit 3');
 $offset = restart_node();
 check_refused('command exit 3', $offset,
-	'pgcrypt_at_rest.server_key_command failed (exit code 3)');
+	'pgcrypt_at_rest.server_key_command failed: child process exited with exit code 3');
 
 # Both settings, each valid on its own.
 set_secret_conf(file => $good, command => "cat '$good'");
