@@ -14,10 +14,17 @@ OBJS = \
 	src/server_key.o \
 	src/key_store.o \
 	src/key_cache.o \
+	src/restricted.o \
+	src/shared_state.o \
+	src/launcher.o \
+	src/worker.o \
+	src/drain.o \
+	src/key_destruction.o \
+	src/policy.o \
 	src/sql_functions.o
 
 EXTENSION = pgcrypt_at_rest
-DATA = sql/pgcrypt_at_rest--1.0.sql
+DATA = sql/pgcrypt_at_rest--1.0.sql sql/pgcrypt_at_rest--1.0--1.1.sql
 PGFILEDESC = "pgcrypt_at_rest - encrypted columns with sealed, rotating data keys"
 
 # Regression tests need the library preloaded and a server secret: scripts/test.sh

@@ -7,12 +7,18 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include "utils/guc.h"
 
 #include "guc.h"
 
 char	   *pcar_server_key_file = NULL;
 char	   *pcar_server_key_command = NULL;
+int			pcar_worker_naptime = 60;
+int			pcar_rotation_batch_size = 500;
+int			pcar_rotation_delay = 100;
+int			pcar_destroy_grace = 7 * 24 * 60 * 60;
 
 void
 pcar_define_gucs(void)
@@ -34,6 +40,42 @@ pcar_define_gucs(void)
 							   PGC_POSTMASTER,
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pgcrypt_at_rest.worker_naptime",
+							"How often a rotation worker looks for work.",
+							"rotate_keyring() and deprecate_key() wake it at once.",
+							&pcar_worker_naptime,
+							60, 1, INT_MAX / 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pgcrypt_at_rest.rotation_batch_size",
+							"Rows re-encrypted in one transaction.",
+							NULL,
+							&pcar_rotation_batch_size,
+							500, 1, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pgcrypt_at_rest.rotation_delay",
+							"Pause between two re-encryption batches.",
+							"Zero runs batches back to back.",
+							&pcar_rotation_delay,
+							100, 0, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pgcrypt_at_rest.destroy_grace",
+							"How long a drained key is kept before its material is destroyed.",
+							"Set it to the retention of your backups: restoring one needs its keys.",
+							&pcar_destroy_grace,
+							7 * 24 * 60 * 60, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("pgcrypt_at_rest");
 }

@@ -7,6 +7,10 @@
 
 extern char *pcar_server_key_file;
 extern char *pcar_server_key_command;
+extern int	pcar_worker_naptime;		/* seconds */
+extern int	pcar_rotation_batch_size;	/* rows */
+extern int	pcar_rotation_delay;		/* milliseconds */
+extern int	pcar_destroy_grace;		/* seconds */
 
 extern void pcar_define_gucs(void);
 

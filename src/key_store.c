@@ -13,9 +13,7 @@
  */
 #include "postgres.h"
 
-#include "access/htup_details.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -24,22 +22,16 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
-#include "utils/syscache.h"
 
 #include "key_store.h"
 #include "pgcrypt_at_rest.h"
+#include "restricted.h"
 #include "server_key.h"
 #include "sodium_provider.h"
 
 #define EQ " OPERATOR(pg_catalog.=) "
 
-typedef struct StoreSession
-{
-	Oid			saved_userid;
-	int			saved_sec_context;
-	int			guc_nest_level;
-	MemoryContext caller_context;	/* results outlive SPI's memory here */
-} StoreSession;
+typedef PcarRestricted StoreSession;
 
 Oid
 pcar_store_key_table_oid(bool missing_ok)
@@ -56,54 +48,16 @@ pcar_store_key_table_oid(bool missing_ok)
 	return relid;
 }
 
-static Oid
-key_table_owner(void)
-{
-	Oid			relid = pcar_store_key_table_oid(false);
-	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
-	ReleaseSysCache(tuple);
-	return owner;
-}
-
 static void
 store_begin(StoreSession *session)
 {
-	Oid			owner = key_table_owner();
-
-	session->caller_context = CurrentMemoryContext;
-	GetUserIdAndSecContext(&session->saved_userid, &session->saved_sec_context);
-	SetUserIdAndSecContext(owner, session->saved_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	/* names are all qualified; pinning the path is a second line of defence */
-	session->guc_nest_level = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	pcar_restricted_begin(session, pcar_relation_owner(pcar_store_key_table_oid(false)));
 }
 
 static void
 store_end(StoreSession *session)
 {
-	SPI_finish();
-	AtEOXact_GUC(false, session->guc_nest_level);
-	SetUserIdAndSecContext(session->saved_userid, session->saved_sec_context);
-}
-
-static void
-store_execute(const char *sql, int expected, int nargs, Oid *types, Datum *values)
-{
-	int			rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
-
-	if (rc != expected)
-		elog(ERROR, "pgcrypt_at_rest key store query failed: %s", SPI_result_code_string(rc));
+	pcar_restricted_end(session);
 }
 
 /*
@@ -273,7 +227,7 @@ require_local_server_registered(void)
 	Datum		values[1];
 
 	values[0] = bytea_datum(pcar_server_public_key(), PCAR_SERVER_KEY_BYTES);
-	store_execute("SELECT pg_catalog.count(*) OPERATOR(pg_catalog.=) 0,"
+	pcar_spi_execute("SELECT pg_catalog.count(*) OPERATOR(pg_catalog.=) 0,"
 				  " pg_catalog.bool_or(public_key" EQ "$1)"
 				  " FROM " PCAR_SCHEMA ".server",
 				  SPI_OK_SELECT, 1, types, values);
@@ -308,13 +262,13 @@ add_active_key(int32 keyring_id)
 	bool		isnull;
 	int32		key_id;
 
-	store_execute("INSERT INTO " PCAR_SCHEMA ".data_key (keyring_id) VALUES ($1) RETURNING id",
+	pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".data_key (keyring_id) VALUES ($1) RETURNING id",
 				  SPI_OK_INSERT_RETURNING, 1, key_types, key_values);
 	key_id = DatumGetInt32(result_datum(0, 1, &isnull));
 
 	/* no server can be added while the new key is sealed for the others */
-	store_execute("LOCK TABLE " PCAR_SCHEMA ".server IN SHARE MODE", SPI_OK_UTILITY, 0, NULL, NULL);
-	store_execute("SELECT public_key FROM " PCAR_SCHEMA ".server", SPI_OK_SELECT, 0, NULL, NULL);
+	pcar_spi_execute("LOCK TABLE " PCAR_SCHEMA ".server IN SHARE MODE", SPI_OK_UTILITY, 0, NULL, NULL);
+	pcar_spi_execute("SELECT public_key FROM " PCAR_SCHEMA ".server", SPI_OK_SELECT, 0, NULL, NULL);
 	servers = SPI_tuptable;
 	nservers = SPI_processed;
 
@@ -335,7 +289,7 @@ add_active_key(int32 keyring_id)
 			seal_values[0] = Int32GetDatum(key_id);
 			seal_values[1] = PointerGetDatum(public_key);
 			seal_values[2] = bytea_datum(sealed, sizeof(sealed));
-			store_execute("INSERT INTO " PCAR_SCHEMA ".sealed_key (key_id, server_public_key, sealed)"
+			pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".sealed_key (key_id, server_public_key, sealed)"
 						  " VALUES ($1, $2, $3)",
 						  SPI_OK_INSERT, 3, seal_types, seal_values);
 		}
@@ -362,7 +316,7 @@ pcar_store_create_keyring(const char *keyring)
 	pcar_server_key_require();
 	store_begin(&session);
 	require_local_server_registered();
-	store_execute("INSERT INTO " PCAR_SCHEMA ".keyring (name) VALUES ($1)"
+	pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".keyring (name) VALUES ($1)"
 				  " ON CONFLICT (name) DO NOTHING RETURNING id",
 				  SPI_OK_INSERT_RETURNING, 1, types, values);
 	if (SPI_processed == 0)
@@ -391,7 +345,7 @@ pcar_store_rotate_keyring(const char *keyring)
 	store_begin(&session);
 	require_local_server_registered();
 	/* the row lock serialises concurrent rotations of one keyring */
-	store_execute("SELECT id FROM " PCAR_SCHEMA ".keyring WHERE name" EQ "$1 FOR UPDATE",
+	pcar_spi_execute("SELECT id FROM " PCAR_SCHEMA ".keyring WHERE name" EQ "$1 FOR UPDATE",
 				  SPI_OK_SELECT, 1, name_types, name_values);
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -400,7 +354,7 @@ pcar_store_rotate_keyring(const char *keyring)
 				 errhint("Create it with pgcrypt_at_rest.create_keyring().")));
 	keyring_id = DatumGetInt32(result_datum(0, 1, &isnull));
 	id_values[0] = Int32GetDatum(keyring_id);
-	store_execute("UPDATE " PCAR_SCHEMA ".data_key"
+	pcar_spi_execute("UPDATE " PCAR_SCHEMA ".data_key"
 				  " SET status = 'deprecated', deprecated_at = pg_catalog.now()"
 				  " WHERE keyring_id" EQ "$1 AND status" EQ "'active'",
 				  SPI_OK_UPDATE, 1, id_types, id_values);
@@ -444,8 +398,230 @@ pcar_store_register_local_server(void)
 	values[1] = CStringGetTextDatum(local_server_name());
 
 	store_begin(&session);
-	store_execute("INSERT INTO " PCAR_SCHEMA ".server (public_key, name) VALUES ($1, $2)"
+	pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".server (public_key, name) VALUES ($1, $2)"
 				  " ON CONFLICT DO NOTHING",
 				  SPI_OK_INSERT, 2, types, values);
+	store_end(&session);
+}
+
+Oid
+pcar_store_owner(void)
+{
+	return pcar_relation_owner(pcar_store_key_table_oid(false));
+}
+
+/* Runs a query returning one int4 column; the values as a list. */
+static List *
+select_int_list(const char *sql, int nargs, Oid *types, Datum *values)
+{
+	StoreSession session;
+	List	   *result = NIL;
+
+	store_begin(&session);
+	pcar_spi_execute(sql, SPI_OK_SELECT, nargs, types, values);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int32		value = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+														SPI_tuptable->tupdesc, 1, &isnull));
+		MemoryContext old = MemoryContextSwitchTo(session.caller_context);
+
+		result = lappend_int(result, value);
+		MemoryContextSwitchTo(old);
+	}
+	store_end(&session);
+	return result;
+}
+
+List *
+pcar_store_deprecated_keys(void)
+{
+	return select_int_list("SELECT id FROM " PCAR_SCHEMA ".data_key"
+						   " WHERE status" EQ "'deprecated' ORDER BY id",
+						   0, NULL, NULL);
+}
+
+List *
+pcar_store_keys_past_grace(int grace_seconds)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(grace_seconds)};
+
+	return select_int_list("SELECT id FROM " PCAR_SCHEMA ".data_key"
+						   " WHERE status" EQ "'deprecated' AND drained_at IS NOT NULL"
+						   "   AND drained_at OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $1)"
+						   "       OPERATOR(pg_catalog.<=) pg_catalog.now()"
+						   " ORDER BY id",
+						   1, types, values);
+}
+
+bool
+pcar_store_set_drained(int32 key_id, bool drained, int grace_seconds)
+{
+	StoreSession session;
+	Oid			types[3] = {INT4OID, BOOLOID, INT4OID};
+	Datum		values[3] = {Int32GetDatum(key_id), BoolGetDatum(drained), Int32GetDatum(grace_seconds)};
+	bool		due = false;
+
+	store_begin(&session);
+	pcar_spi_execute("UPDATE " PCAR_SCHEMA ".data_key"
+					 " SET drained_at = CASE WHEN $2 THEN COALESCE(drained_at, pg_catalog.now()) END"
+					 " WHERE id" EQ "$1 AND status" EQ "'deprecated'"
+					 " RETURNING $2 AND drained_at OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $3)"
+					 "   OPERATOR(pg_catalog.<=) pg_catalog.now()",
+					 SPI_OK_UPDATE_RETURNING, 3, types, values);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		due = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
+			!isnull;
+	}
+	store_end(&session);
+	return due;
+}
+
+void
+pcar_store_destroy_key(int32 key_id)
+{
+	StoreSession session;
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(key_id)};
+
+	store_begin(&session);
+	/* the copies go first, in the same transaction as the status */
+	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".sealed_key WHERE key_id" EQ "$1",
+					 SPI_OK_DELETE, 1, types, values);
+	pcar_spi_execute("UPDATE " PCAR_SCHEMA ".data_key"
+					 " SET status = 'destroyed', destroyed_at = pg_catalog.now()"
+					 " WHERE id" EQ "$1 AND status" EQ "'deprecated'",
+					 SPI_OK_UPDATE, 1, types, values);
+	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".rotation_progress WHERE key_id" EQ "$1",
+					 SPI_OK_DELETE, 1, types, values);
+	store_end(&session);
+	ereport(LOG,
+			(errmsg("pgcrypt_at_rest destroyed key %d: no value needs it any more", key_id)));
+}
+
+void
+pcar_store_deprecate_key(int32 key_id)
+{
+	StoreSession session;
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(key_id)};
+	char	   *status;
+	char	   *keyring;
+
+	store_begin(&session);
+	pcar_spi_execute("SELECT k.status, r.name FROM " PCAR_SCHEMA ".data_key k"
+					 " JOIN " PCAR_SCHEMA ".keyring r ON r.id" EQ "k.keyring_id"
+					 " WHERE k.id" EQ "$1 FOR UPDATE OF k",
+					 SPI_OK_SELECT, 1, types, values);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("key %d does not exist", key_id)));
+	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	keyring = MemoryContextStrdup(session.caller_context,
+								  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+	if (strcmp(status, "destroyed") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("key %d was destroyed", key_id)));
+	store_end(&session);
+
+	/* the active key is replaced, so the keyring always has one */
+	if (strcmp(status, "active") == 0)
+		(void) pcar_store_rotate_keyring(keyring);
+	else
+		ereport(NOTICE,
+				(errmsg("key %d of keyring \"%s\" is already deprecated", key_id, keyring)));
+}
+
+void
+pcar_store_alter_keyring(const char *keyring, Datum rotate_after, bool rotate_after_null,
+						 int64 max_encryptions, bool max_encryptions_null)
+{
+	StoreSession session;
+	Oid			types[3] = {TEXTOID, INTERVALOID, INT8OID};
+	Datum		values[3] = {CStringGetTextDatum(keyring), rotate_after, Int64GetDatum(max_encryptions)};
+	char		nulls[3] = {' ', rotate_after_null ? 'n' : ' ', max_encryptions_null ? 'n' : ' '};
+	int			rc;
+
+	store_begin(&session);
+	rc = SPI_execute_with_args("UPDATE " PCAR_SCHEMA ".keyring"
+							   " SET rotate_after = $2, max_encryptions = $3 WHERE name" EQ "$1",
+							   3, types, values, nulls, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "could not update keyring");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("keyring \"%s\" does not exist", keyring)));
+	store_end(&session);
+}
+
+void
+pcar_store_add_encryptions(int32 key_id, int64 count)
+{
+	StoreSession session;
+	Oid			types[2] = {INT4OID, INT8OID};
+	Datum		values[2] = {Int32GetDatum(key_id), Int64GetDatum(count)};
+
+	store_begin(&session);
+	pcar_spi_execute("UPDATE " PCAR_SCHEMA ".data_key"
+					 " SET encryptions = encryptions OPERATOR(pg_catalog.+) $2 WHERE id" EQ "$1",
+					 SPI_OK_UPDATE, 2, types, values);
+	store_end(&session);
+}
+
+List *
+pcar_store_keyrings_due(void)
+{
+	StoreSession session;
+	List	   *names = NIL;
+
+	store_begin(&session);
+	pcar_spi_execute("SELECT r.name FROM " PCAR_SCHEMA ".keyring r"
+					 " JOIN " PCAR_SCHEMA ".data_key k"
+					 "   ON k.keyring_id" EQ "r.id AND k.status" EQ "'active'"
+					 " WHERE (r.rotate_after IS NOT NULL AND k.created_at OPERATOR(pg_catalog.+)"
+					 "         r.rotate_after OPERATOR(pg_catalog.<=) pg_catalog.now())"
+					 "    OR (r.max_encryptions IS NOT NULL AND k.encryptions"
+					 "         OPERATOR(pg_catalog.>=) r.max_encryptions)"
+					 " ORDER BY r.name",
+					 SPI_OK_SELECT, 0, NULL, NULL);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(session.caller_context);
+
+		names = lappend(names, pstrdup(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)));
+		MemoryContextSwitchTo(old);
+	}
+	store_end(&session);
+	return names;
+}
+
+void
+pcar_store_set_column_context(const char *schema_name, const char *table_name,
+							  const char *column_name, const char *expression)
+{
+	StoreSession session;
+	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[4] = {CStringGetTextDatum(schema_name), CStringGetTextDatum(table_name),
+		CStringGetTextDatum(column_name), expression ? CStringGetTextDatum(expression) : (Datum) 0};
+
+	store_begin(&session);
+	if (expression == NULL)
+		pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".column_context"
+						 " WHERE table_schema" EQ "$1 AND table_name" EQ "$2 AND column_name" EQ "$3",
+						 SPI_OK_DELETE, 3, types, values);
+	else
+		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".column_context"
+						 " (table_schema, table_name, column_name, context_expression)"
+						 " VALUES ($1, $2, $3, $4)"
+						 " ON CONFLICT (table_schema, table_name, column_name)"
+						 " DO UPDATE SET context_expression = EXCLUDED.context_expression",
+						 SPI_OK_INSERT, 4, types, values);
 	store_end(&session);
 }

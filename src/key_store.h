@@ -6,6 +6,8 @@
 #ifndef PCAR_KEY_STORE_H
 #define PCAR_KEY_STORE_H
 
+#include "nodes/pg_list.h"
+
 #include "sodium_provider.h"
 
 typedef enum PcarKeyStatus
@@ -48,5 +50,27 @@ extern void pcar_store_register_local_server(void);
 
 /* OID of the data key table, whose relcache invalidation flushes key caches. */
 extern Oid	pcar_store_key_table_oid(bool missing_ok);
+
+
+/* The role that owns the key tables; extension tables are read as it. */
+extern Oid	pcar_store_owner(void);
+
+/* Rotation and destruction bookkeeping (see drain.c, key_destruction.c). */
+extern List *pcar_store_deprecated_keys(void);
+extern List *pcar_store_keys_past_grace(int grace_seconds);
+/* Marks (or unmarks) a key drained; true if it is drained and its grace is over. */
+extern bool pcar_store_set_drained(int32 key_id, bool drained, int grace_seconds);
+extern void pcar_store_destroy_key(int32 key_id);
+extern void pcar_store_deprecate_key(int32 key_id);
+
+/* Rotation policies */
+extern void pcar_store_alter_keyring(const char *keyring, Datum rotate_after, bool rotate_after_null,
+									 int64 max_encryptions, bool max_encryptions_null);
+extern void pcar_store_add_encryptions(int32 key_id, int64 count);
+extern List *pcar_store_keyrings_due(void);
+
+/* Declares (or, with a NULL expression, forgets) where a column's context comes from. */
+extern void pcar_store_set_column_context(const char *schema_name, const char *table_name,
+										  const char *column_name, const char *expression);
 
 #endif							/* PCAR_KEY_STORE_H */

@@ -9,8 +9,10 @@
 #include "miscadmin.h"
 
 #include "guc.h"
+#include "launcher.h"
 #include "pgcrypt_at_rest.h"
 #include "server_key.h"
+#include "shared_state.h"
 #include "sodium_provider.h"
 
 PG_MODULE_MAGIC;
@@ -31,6 +33,8 @@ _PG_init(void)
 	pcar_define_gucs();
 	pcar_preloaded = true;
 	pcar_server_key_load();
+	pcar_shared_state_init();
+	pcar_launcher_init();
 }
 
 void

@@ -5,17 +5,29 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 #include "ciphertext.h"
+#include "drain.h"
 #include "encrypted_type.h"
 #include "key_cache.h"
+#include "key_destruction.h"
 #include "key_store.h"
 #include "pgcrypt_at_rest.h"
+#include "restricted.h"
 #include "server_key.h"
+#include "shared_state.h"
 #include "sodium_provider.h"
 #include "sql_functions.h"
 
@@ -29,6 +41,11 @@ PG_FUNCTION_INFO_V1(pcar_rotate_keyring);
 PG_FUNCTION_INFO_V1(pcar_server_public_key_sql);
 PG_FUNCTION_INFO_V1(pcar_register_local_server);
 PG_FUNCTION_INFO_V1(pcar_invalidate_key_cache);
+PG_FUNCTION_INFO_V1(pcar_deprecate_key);
+PG_FUNCTION_INFO_V1(pcar_alter_keyring);
+PG_FUNCTION_INFO_V1(pcar_set_column_context);
+PG_FUNCTION_INFO_V1(pcar_drain);
+PG_FUNCTION_INFO_V1(pcar_destroy_drained_keys_sql);
 
 /*
  * The functions are not STRICT: a NULL value gives NULL, but a NULL keyring
@@ -77,6 +94,7 @@ encrypt_common(FunctionCallInfo fcinfo, const uint8 *plaintext, size_t plaintext
 	keyring = PG_GETARG_TEXT_PP(1);
 	get_context(fcinfo, 2, &context, &context_len);
 	key_id = pcar_key_cache_active(VARDATA_ANY(keyring), VARSIZE_ANY_EXHDR(keyring), &key);
+	pcar_count_encryption(key_id);
 
 	result = palloc(VARHDRSZ + PCAR_OVERHEAD + plaintext_len);
 	SET_VARSIZE(result, VARHDRSZ + PCAR_OVERHEAD + plaintext_len);
@@ -217,7 +235,123 @@ pcar_create_keyring(PG_FUNCTION_ARGS)
 Datum
 pcar_rotate_keyring(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_INT32(pcar_store_rotate_keyring(keyring_name_arg(fcinfo)));
+	int32		key_id = pcar_store_rotate_keyring(keyring_name_arg(fcinfo));
+
+	pcar_wake_worker_at_commit();
+	PG_RETURN_INT32(key_id);
+}
+
+Datum
+pcar_deprecate_key(PG_FUNCTION_ARGS)
+{
+	pcar_store_deprecate_key(PG_GETARG_INT32(0));
+	pcar_wake_worker_at_commit();
+	PG_RETURN_VOID();
+}
+
+Datum
+pcar_alter_keyring(PG_FUNCTION_ARGS)
+{
+	char	   *keyring;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("keyring must not be null")));
+	keyring = keyring_name_arg(fcinfo);
+	if (!PG_ARGISNULL(2) && PG_GETARG_INT64(2) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_encryptions must be positive")));
+	pcar_store_alter_keyring(keyring,
+							 PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1), PG_ARGISNULL(1),
+							 PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2), PG_ARGISNULL(2));
+	pcar_wake_worker_at_commit();
+	PG_RETURN_VOID();
+}
+
+/*
+ * Declares that the context of a column's values is an expression over its
+ * row, so the rotation worker can re-encrypt them.  Only the table's owner
+ * may: the worker evaluates the expression as that owner.
+ */
+Datum
+pcar_set_column_context(PG_FUNCTION_ARGS)
+{
+	Oid			relid;
+	char	   *column;
+	AttrNumber	attnum;
+	char	   *expression = NULL;
+	PcarRestricted r;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("table and column must not be null")));
+	relid = PG_GETARG_OID(0);
+	column = NameStr(*PG_GETARG_NAME(1));
+	if (!PG_ARGISNULL(2))
+		expression = text_to_cstring(PG_GETARG_TEXT_PP(2));
+
+	if (!pg_class_ownercheck(relid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(relid)),
+					   get_rel_name(relid));
+	attnum = get_attnum(relid, column);
+	if (attnum == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation \"%s\" does not exist",
+						column, get_rel_name(relid))));
+	if (getBaseType(get_atttype(relid, attnum)) !=
+		GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("encrypted"),
+						ObjectIdGetDatum(get_namespace_oid(PCAR_SCHEMA, false))))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("column \"%s\" is not of type pgcrypt_at_rest.encrypted", column)));
+
+	/* the expression must be valid SQL over the row, giving bytea */
+	if (expression != NULL)
+	{
+		pcar_restricted_begin(&r, pcar_relation_owner(relid));
+		pcar_spi_execute(psprintf("SELECT (%s)::pg_catalog.bytea FROM ONLY %s LIMIT 0", expression,
+								  quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+															 get_rel_name(relid))),
+						 SPI_OK_SELECT, 0, NULL, NULL);
+		pcar_restricted_end(&r);
+	}
+	pcar_store_set_column_context(get_namespace_name(get_rel_namespace(relid)),
+								  get_rel_name(relid), column, expression);
+	pcar_wake_worker_at_commit();
+	PG_RETURN_VOID();
+}
+
+/* Runs a whole pass now, in the caller's transaction; returns values re-encrypted. */
+Datum
+pcar_drain(PG_FUNCTION_ARGS)
+{
+	PcarDrainResult result;
+	int64		total = 0;
+
+	do
+	{
+		CHECK_FOR_INTERRUPTS();
+		pcar_drain_batch(&result, NIL);
+		total += result.reencrypted;
+	} while (result.pass_running);
+	PG_RETURN_INT64(total);
+}
+
+Datum
+pcar_destroy_drained_keys_sql(PG_FUNCTION_ARGS)
+{
+	List	   *destroyed = pcar_destroy_drained_keys();
+	Datum	   *ids = palloc(sizeof(Datum) * Max(list_length(destroyed), 1));
+	ListCell   *cell;
+	int			n = 0;
+
+	foreach(cell, destroyed)
+		ids[n++] = Int32GetDatum(lfirst_int(cell));
+	PG_RETURN_ARRAYTYPE_P(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
 }
 
 Datum
@@ -231,11 +365,12 @@ pcar_server_public_key_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_BYTEA_P(result);
 }
 
-/* Called by the install script. */
+/* Called by the install script; the launcher starts this database's worker. */
 Datum
 pcar_register_local_server(PG_FUNCTION_ARGS)
 {
 	pcar_store_register_local_server();
+	pcar_wake_worker_at_commit();
 	PG_RETURN_VOID();
 }
 

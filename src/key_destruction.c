@@ -1,0 +1,182 @@
+/*
+ * key_destruction.c
+ *		When a pass finds no value under a deprecated key, the key is not
+ *		destroyed at once: a transaction that began before the pass ended may
+ *		still commit a value under it (INSERT ... SELECT copying ciphertext,
+ *		an encrypt() under a cache not yet invalidated).  So a round:
+ *
+ *		1. note every transaction running now (with or without a snapshot);
+ *		2. wait until each has ended (the worker polls; SQL callers block);
+ *		3. count the key's values again with a fresh snapshot.
+ *
+ * A round that counts none marks the key drained (drained_at) the first
+ * time; a round that ends destroy_grace or more after drained_at destroys
+ * it: its sealed copies are deleted in the same transaction as the count,
+ * and its row stays as a tombstone.  A round that counts values clears
+ * drained_at, and draining resumes.  Backups and point-in-time recovery
+ * need keys for as long as they are kept: destroy_grace is that window.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
+#include "utils/memutils.h"
+
+#include "drain.h"
+#include "guc.h"
+#include "key_destruction.h"
+#include "key_store.h"
+
+typedef struct Round
+{
+	int32		key_id;
+	int			nvxids;
+	VirtualTransactionId *vxids;
+} Round;
+
+/* Worker-local: rounds waiting for older transactions. */
+static List *rounds = NIL;
+
+static Round *
+start_round(int32 key_id, MemoryContext context)
+{
+	MemoryContext old = MemoryContextSwitchTo(context);
+	Round	   *round = palloc(sizeof(Round));
+	VirtualTransactionId *running;
+
+	round->key_id = key_id;
+	/* every transaction of this database, even one between statements */
+	running = GetCurrentVirtualXIDs(InvalidTransactionId, false, false, PROC_IN_VACUUM,
+									&round->nvxids);
+	round->vxids = palloc(sizeof(VirtualTransactionId) * Max(round->nvxids, 1));
+	memcpy(round->vxids, running, sizeof(VirtualTransactionId) * round->nvxids);
+	MemoryContextSwitchTo(old);
+	return round;
+}
+
+static bool
+round_waits_over(Round *round, bool wait)
+{
+	for (int i = 0; i < round->nvxids; i++)
+	{
+		if (!VirtualTransactionIdIsValid(round->vxids[i]))
+			continue;
+		if (!VirtualXactLock(round->vxids[i], wait))
+			return false;
+		SetInvalidVirtualTransactionId(round->vxids[i]);
+	}
+	return true;
+}
+
+/* Counts afresh; marks drained, destroys, or sends the key back to draining. */
+static bool
+finish_round(int32 key_id)
+{
+	int64		remaining = pcar_count_key_values(key_id);
+
+	if (remaining > 0)
+	{
+		pcar_store_set_drained(key_id, false, 0);
+		return false;
+	}
+	if (pcar_store_set_drained(key_id, true, pcar_destroy_grace))
+	{
+		pcar_store_destroy_key(key_id);
+		return true;
+	}
+	return false;
+}
+
+void
+pcar_destruction_schedule(List *key_ids)
+{
+	ListCell   *cell;
+
+	foreach(cell, key_ids)
+	{
+		int32		key_id = lfirst_int(cell);
+
+		if (!list_member_int(pcar_destruction_round_keys(), key_id))
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			rounds = lappend(rounds, start_round(key_id, TopMemoryContext));
+			MemoryContextSwitchTo(old);
+		}
+	}
+}
+
+List *
+pcar_destruction_round_keys(void)
+{
+	List	   *keys = NIL;
+	ListCell   *cell;
+
+	foreach(cell, rounds)
+		keys = lappend_int(keys, ((Round *) lfirst(cell))->key_id);
+	return keys;
+}
+
+void
+pcar_destruction_step(void)
+{
+	List	   *due = pcar_store_keys_past_grace(pcar_destroy_grace);
+	List	   *remaining_rounds = NIL;
+	ListCell   *cell;
+
+	/* drained keys whose grace is over get their final round */
+	pcar_destruction_schedule(due);
+
+	foreach(cell, rounds)
+	{
+		Round	   *round = lfirst(cell);
+
+		if (round_waits_over(round, false))
+		{
+			(void) finish_round(round->key_id);
+			pfree(round->vxids);
+			pfree(round);
+		}
+		else
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			remaining_rounds = lappend(remaining_rounds, round);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	list_free(rounds);
+	rounds = remaining_rounds;
+}
+
+List *
+pcar_destroy_drained_keys(void)
+{
+	List	   *destroyed = NIL;
+	List	   *candidates;
+	ListCell   *cell;
+
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("destroy_drained_keys() must run at the READ COMMITTED isolation level"),
+				 errdetail("It counts the remaining values with a fresh snapshot after waiting for older transactions.")));
+
+	candidates = pcar_store_deprecated_keys();
+	foreach(cell, candidates)
+	{
+		int32		key_id = lfirst_int(cell);
+		Round	   *round;
+
+		if (pcar_count_key_values(key_id) > 0)
+			continue;
+		round = start_round(key_id, CurrentMemoryContext);
+		(void) round_waits_over(round, true);
+		if (finish_round(key_id))
+			destroyed = lappend_int(destroyed, key_id);
+	}
+	return destroyed;
+}

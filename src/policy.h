@@ -1,0 +1,15 @@
+/*
+ * policy.h
+ *		Rotation policies (rotate_after, max_encryptions) and the encryption
+ *		counts they need.
+ */
+#ifndef PCAR_POLICY_H
+#define PCAR_POLICY_H
+
+/* Worker, in a transaction: writes counts from shared memory to data_key. */
+extern void pcar_persist_encryption_counts(void);
+
+/* Worker, in a transaction: rotates keyrings whose policy says so. */
+extern void pcar_apply_rotation_policies(void);
+
+#endif							/* PCAR_POLICY_H */
