@@ -19,7 +19,10 @@ write_server_secret "$secret"
 as_postgres tee "$work/regress.conf" >/dev/null <<CONF
 shared_preload_libraries = 'pgcrypt_at_rest'
 pgcrypt_at_rest.server_key_file = '$secret'
-max_prepared_transactions = 4
+# these suites drive rotation with drain() and destroy_drained_keys(); the
+# worker itself is tested by the TAP tests
+pgcrypt_at_rest.worker_enabled = off
+pgcrypt_at_rest.destroy_grace = 0
 CONF
 
 log "running regression, isolation and TAP tests in $work"

@@ -15,6 +15,7 @@
 
 char	   *pcar_server_key_file = NULL;
 char	   *pcar_server_key_command = NULL;
+bool		pcar_worker_enabled = true;
 int			pcar_worker_naptime = 60;
 int			pcar_rotation_batch_size = 500;
 int			pcar_rotation_delay = 100;
@@ -40,6 +41,15 @@ pcar_define_gucs(void)
 							   PGC_POSTMASTER,
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("pgcrypt_at_rest.worker_enabled",
+							 "Whether rotation workers drain, destroy and apply policies.",
+							 "Off pauses them (they stay connected); drain() and destroy_drained_keys() still work.",
+							 &pcar_worker_enabled,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("pgcrypt_at_rest.worker_naptime",
 							"How often a rotation worker looks for work.",

@@ -178,6 +178,15 @@ pcar_worker_main(Datum main_arg)
 		if (!state.installed)
 			proc_exit(0);		/* the launcher asks again a nap later */
 
+		if (!pcar_worker_enabled)
+		{
+			pgstat_report_activity(STATE_IDLE, "paused: pgcrypt_at_rest.worker_enabled is off");
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			continue;
+		}
+
 		now = GetCurrentTimestamp();
 		if (TimestampDifferenceExceeds(last_policy_check, now, pcar_worker_naptime * 1000))
 		{
