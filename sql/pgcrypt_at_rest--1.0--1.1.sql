@@ -163,3 +163,7 @@ CREATE VIEW pgcrypt_at_rest.rotation_status AS
 
 COMMENT ON VIEW pgcrypt_at_rest.rotation_status IS
 	'per deprecated key and column: values left, re-encrypted, impossible to rotate and why';
+
+-- Wakes the launcher when this commits, so this database's rotation worker
+-- starts now rather than a nap later (registering again changes nothing).
+SELECT pgcrypt_at_rest._register_local_server();

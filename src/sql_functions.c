@@ -17,6 +17,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
+#include "utils/timestamp.h"
 
 #include "ciphertext.h"
 #include "drain.h"
@@ -259,6 +260,16 @@ pcar_alter_keyring(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("keyring must not be null")));
 	keyring = keyring_name_arg(fcinfo);
+	if (!PG_ARGISNULL(1))
+	{
+		Interval   *zero = palloc0(sizeof(Interval));
+
+		if (DatumGetBool(DirectFunctionCall2(interval_le, PG_GETARG_DATUM(1),
+											 IntervalPGetDatum(zero))))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("rotate_after must be a positive interval")));
+	}
 	if (!PG_ARGISNULL(2) && PG_GETARG_INT64(2) <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

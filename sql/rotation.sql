@@ -1,0 +1,133 @@
+--
+-- Rotation: deprecate_key, alter_keyring, set_column_context, drain(),
+-- destroy_drained_keys() and rotation_status.  The worker is paused in this
+-- cluster (worker_enabled = off, destroy_grace = 0); these functions run the
+-- same code in the session.
+--
+SELECT pgcrypt_at_rest.create_keyring('rot') AS rot_key1 \gset
+
+-- the policy of a keyring
+SELECT pgcrypt_at_rest.alter_keyring('rot', '90 days', 1000000);
+SELECT name, rotate_after, max_encryptions FROM pgcrypt_at_rest.keyrings WHERE name = 'rot';
+SELECT pgcrypt_at_rest.alter_keyring('rot', NULL, NULL);
+SELECT name, rotate_after, max_encryptions FROM pgcrypt_at_rest.keyrings WHERE name = 'rot';
+SELECT pgcrypt_at_rest.alter_keyring('nope', NULL, NULL);
+SELECT pgcrypt_at_rest.alter_keyring(NULL, '1 day', NULL);
+SELECT pgcrypt_at_rest.alter_keyring('rot', NULL, 0);
+SELECT pgcrypt_at_rest.alter_keyring('rot', '-1 day', NULL);
+
+-- tables the drain must cover: plain, partitioned, inherited, a domain, a
+-- context declared from the row, one never declared, and a materialized view
+CREATE DOMAIN secret AS pgcrypt_at_rest.encrypted;
+CREATE TABLE plain (id int PRIMARY KEY, v pgcrypt_at_rest.encrypted, note text,
+					updated_at timestamptz DEFAULT '2000-01-01');
+CREATE TABLE parted (id int, v secret) PARTITION BY RANGE (id);
+CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (100);
+CREATE TABLE parted_high PARTITION OF parted FOR VALUES FROM (100) TO (1000);
+CREATE TABLE parent (id int, v pgcrypt_at_rest.encrypted);
+CREATE TABLE child (extra int) INHERITS (parent);
+CREATE TABLE bound (id int PRIMARY KEY, v pgcrypt_at_rest.encrypted);
+CREATE TABLE unbound (id int PRIMARY KEY, v pgcrypt_at_rest.encrypted);
+INSERT INTO plain SELECT i, pgcrypt_at_rest.encrypt('plain ' || i, 'rot'), 'n' || i FROM generate_series(1, 50) i;
+INSERT INTO parted SELECT i, pgcrypt_at_rest.encrypt('parted ' || i, 'rot') FROM generate_series(1, 150, 3) i;
+INSERT INTO parent SELECT i, pgcrypt_at_rest.encrypt('parent ' || i, 'rot') FROM generate_series(1, 10) i;
+INSERT INTO child SELECT i, pgcrypt_at_rest.encrypt('child ' || i, 'rot'), i FROM generate_series(1, 10) i;
+INSERT INTO bound SELECT i, pgcrypt_at_rest.encrypt('bound ' || i, 'rot', int4send(i)) FROM generate_series(1, 10) i;
+INSERT INTO unbound SELECT i, pgcrypt_at_rest.encrypt('unbound ' || i, 'rot', int4send(i)) FROM generate_series(1, 5) i;
+CREATE MATERIALIZED VIEW snapshot AS SELECT id, v FROM plain WHERE id <= 5;
+
+-- a user trigger that must never fire for the drain
+CREATE FUNCTION refuse_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE EXCEPTION 'user trigger fired on %', TG_TABLE_NAME;
+END
+$$;
+CREATE TRIGGER refuse BEFORE UPDATE ON plain FOR EACH ROW EXECUTE FUNCTION refuse_update();
+CREATE TRIGGER refuse BEFORE UPDATE ON parted_low FOR EACH ROW EXECUTE FUNCTION refuse_update();
+
+-- declaring where a context comes from
+SELECT pgcrypt_at_rest.set_column_context('bound', 'v', 'pg_catalog.int4send(id)');
+SELECT * FROM pgcrypt_at_rest.column_context ORDER BY table_name;
+SELECT pgcrypt_at_rest.set_column_context('bound', 'nope', 'pg_catalog.int4send(id)');
+SELECT pgcrypt_at_rest.set_column_context('plain', 'note', 'pg_catalog.int4send(id)');
+SELECT pgcrypt_at_rest.set_column_context('bound', 'v', 'int4send(no_such_column)');
+SELECT pgcrypt_at_rest.set_column_context('bound', 'v', 'this is not sql');
+SELECT pgcrypt_at_rest.set_column_context(NULL, 'v', 'x');
+CREATE ROLE regress_rot_other;
+SET ROLE regress_rot_other;
+SELECT pgcrypt_at_rest.set_column_context('bound', 'v', 'pg_catalog.int4send(id)');
+RESET ROLE;
+DROP ROLE regress_rot_other;
+
+-- deprecate_key on the active key replaces it first
+SELECT pgcrypt_at_rest.deprecate_key(:rot_key1);
+SELECT key_id = :rot_key1 AS first, status FROM pgcrypt_at_rest.keys WHERE keyring = 'rot' ORDER BY key_id;
+SELECT active_key_id AS rot_key2 FROM pgcrypt_at_rest.keyrings WHERE name = 'rot' \gset
+SELECT pgcrypt_at_rest.deprecate_key(:rot_key1);
+SELECT pgcrypt_at_rest.deprecate_key(424242);
+
+-- nothing is drained yet: the status shows the key and no column
+SELECT key_id = :rot_key1 AS is_first, keyring, table_name, remaining FROM pgcrypt_at_rest.rotation_status
+ ORDER BY key_id;
+
+-- one pass, in this transaction
+SELECT pgcrypt_at_rest.drain() AS reencrypted;
+SELECT table_name, column_name, remaining, reencrypted, unrotatable, unrotatable_reason
+  FROM pgcrypt_at_rest.rotation_status ORDER BY table_name::text, column_name;
+
+-- every value re-encrypted decrypts to what it was, and nothing else changed
+SELECT count(*) AS plain_rows,
+	   count(*) FILTER (WHERE pgcrypt_at_rest.key_id(v) = :rot_key2) AS new_key,
+	   count(*) FILTER (WHERE pgcrypt_at_rest.decrypt_text(v) = 'plain ' || id) AS decrypts,
+	   count(*) FILTER (WHERE note = 'n' || id AND updated_at = '2000-01-01') AS untouched
+  FROM plain;
+SELECT tableoid::regclass, count(*), count(*) FILTER (WHERE pgcrypt_at_rest.key_id(v) = :rot_key2) AS new_key,
+	   bool_and(pgcrypt_at_rest.decrypt_text(v) = 'parted ' || id) AS decrypts
+  FROM parted GROUP BY 1 ORDER BY 1;
+SELECT tableoid::regclass, count(*) FILTER (WHERE pgcrypt_at_rest.key_id(v) = :rot_key2) AS new_key
+  FROM parent GROUP BY 1 ORDER BY 1;
+SELECT count(*) FILTER (WHERE pgcrypt_at_rest.decrypt_text(v, int4send(id)) = 'bound ' || id
+						  AND pgcrypt_at_rest.key_id(v) = :rot_key2) AS bound_rotated FROM bound;
+SELECT count(*) FILTER (WHERE pgcrypt_at_rest.key_id(v) = :rot_key1) AS unbound_still_old FROM unbound;
+
+-- values left under the key keep it alive (the keys destroyed here are the
+-- ones earlier tests deprecated and whose tables they dropped)
+SELECT pgcrypt_at_rest.destroy_drained_keys() AS destroyed;
+SELECT status FROM pgcrypt_at_rest.keys WHERE key_id = :rot_key1;
+
+-- declare the missing context and refresh the view: now the key can go
+SELECT pgcrypt_at_rest.set_column_context('unbound', 'v', 'pg_catalog.int4send(id)');
+REFRESH MATERIALIZED VIEW snapshot;
+SELECT pgcrypt_at_rest.drain() AS reencrypted;
+SELECT count(*) AS rows_left FROM pgcrypt_at_rest.rotation_status WHERE remaining > 0;
+SELECT pgcrypt_at_rest.destroy_drained_keys() = ARRAY[:rot_key1] AS destroyed_first_key;
+SELECT key_id = :rot_key1 AS first, status, sealed_copies, destroyed_at IS NOT NULL AS has_destroyed_at
+  FROM pgcrypt_at_rest.keys WHERE keyring = 'rot' ORDER BY key_id;
+SELECT count(*) AS deprecated_left FROM pgcrypt_at_rest.rotation_status WHERE keyring = 'rot';
+
+-- everything still decrypts; a copy of an old value says its key was destroyed
+SELECT count(*) FILTER (WHERE pgcrypt_at_rest.decrypt_text(v, int4send(id)) = 'unbound ' || id) AS unbound_ok FROM unbound;
+SELECT sqlstate_of(format('SELECT pgcrypt_at_rest.decrypt(%L::bytea::pgcrypt_at_rest.encrypted)',
+	overlay(v::bytea placing int4send(:rot_key1) from 2 for 4))) LIKE '55000: key % was destroyed' AS destroyed_error
+  FROM plain WHERE id = 1;
+SELECT pgcrypt_at_rest.deprecate_key(:rot_key1);
+
+-- destroy_drained_keys needs fresh snapshots
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT pgcrypt_at_rest.destroy_drained_keys();
+ROLLBACK;
+
+-- a drain with nothing to do
+SELECT pgcrypt_at_rest.drain() AS nothing;
+
+-- management functions are not for PUBLIC
+SELECT p.oid::regprocedure AS function, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = 'pgcrypt_at_rest'
+   AND p.proname IN ('deprecate_key', 'alter_keyring', 'set_column_context', 'drain', 'destroy_drained_keys')
+ ORDER BY 1::text;
+
+DROP MATERIALIZED VIEW snapshot;
+DROP TABLE plain, parted, parent, child, bound, unbound;
+DROP FUNCTION refuse_update();
+DROP DOMAIN secret;

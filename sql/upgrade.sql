@@ -1,0 +1,41 @@
+--
+-- Upgrading from 1.0 keeps every key and value, and a database with the
+-- extension can be dropped although a rotation worker is connected to it.
+--
+\set regress_db :DBNAME
+CREATE DATABASE regress_pcar_upgrade;
+\c regress_pcar_upgrade
+CREATE EXTENSION pgcrypt_at_rest VERSION '1.0';
+SELECT extversion FROM pg_extension WHERE extname = 'pgcrypt_at_rest';
+SELECT pgcrypt_at_rest.create_keyring('old') > 0 AS created;
+CREATE TABLE kept AS SELECT i, pgcrypt_at_rest.encrypt('kept ' || i, 'old') AS v FROM generate_series(1, 20) i;
+SELECT pgcrypt_at_rest.rotate_keyring('old') > 0 AS rotated;
+ALTER EXTENSION pgcrypt_at_rest UPDATE TO '1.1';
+SELECT extversion FROM pg_extension WHERE extname = 'pgcrypt_at_rest';
+SELECT count(*) FILTER (WHERE pgcrypt_at_rest.decrypt_text(v) = 'kept ' || i) AS decrypts FROM kept;
+SELECT keyring, status, encryptions, drained_at FROM pgcrypt_at_rest.keys ORDER BY key_id;
+SELECT pgcrypt_at_rest.drain() AS reencrypted;
+SELECT pgcrypt_at_rest.destroy_drained_keys() AS destroyed;
+SELECT status FROM pgcrypt_at_rest.keys ORDER BY key_id;
+SELECT count(*) FILTER (WHERE pgcrypt_at_rest.decrypt_text(v) = 'kept ' || i) AS decrypts FROM kept;
+-- what the extension owns after the upgrade
+SELECT pg_describe_object(classid, objid, 0) AS object
+  FROM pg_depend WHERE refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pgcrypt_at_rest')
+   AND deptype = 'e' ORDER BY 1;
+\c :regress_db
+-- CREATE EXTENSION woke the launcher: a worker (paused here) connects there
+DO $$
+BEGIN
+	FOR i IN 1..300 LOOP
+		PERFORM pg_stat_clear_snapshot();
+		PERFORM FROM pg_stat_activity
+		  WHERE backend_type = 'pgcrypt_at_rest worker' AND datname = 'regress_pcar_upgrade';
+		EXIT WHEN FOUND;
+		PERFORM pg_sleep(0.1);
+	END LOOP;
+END
+$$;
+SELECT count(*) AS workers_connected FROM pg_stat_activity
+ WHERE backend_type = 'pgcrypt_at_rest worker' AND datname = 'regress_pcar_upgrade';
+-- DROP DATABASE asks it to leave first
+DROP DATABASE regress_pcar_upgrade;
