@@ -20,13 +20,16 @@ ALTER TABLE pgcrypt_at_rest.data_key
 	ADD CHECK (drained_at IS NULL OR status <> 'active');
 
 -- Where a column's context comes from: an expression over its row, giving
--- bytea, evaluated by the worker as the table's owner.  Names, not OIDs, so
--- it survives dump and restore.
+-- bytea, evaluated by the worker as the table's owner.  It is used only
+-- while the table has the owner it was declared for: an expression must
+-- never run with the rights of a later, more privileged owner.  Names, not
+-- OIDs, so it survives dump and restore.
 CREATE TABLE pgcrypt_at_rest.column_context (
 	table_schema name NOT NULL,
 	table_name name NOT NULL,
 	column_name name NOT NULL,
 	context_expression text NOT NULL,
+	table_owner name NOT NULL,
 	PRIMARY KEY (table_schema, table_name, column_name)
 );
 SELECT pg_catalog.pg_extension_config_dump('pgcrypt_at_rest.column_context', '');

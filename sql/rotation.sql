@@ -120,6 +120,25 @@ ROLLBACK;
 -- a drain with nothing to do
 SELECT pgcrypt_at_rest.drain() AS nothing;
 
+-- a context declared for one owner is not run as the next one
+CREATE ROLE regress_rot_owner;
+CREATE TABLE handed_over (id int, v pgcrypt_at_rest.encrypted);
+INSERT INTO handed_over SELECT i, pgcrypt_at_rest.encrypt('h' || i, 'rot', int4send(i)) FROM generate_series(1, 3) i;
+SELECT pgcrypt_at_rest.set_column_context('handed_over', 'v', 'pg_catalog.int4send(id)');
+ALTER TABLE handed_over OWNER TO regress_rot_owner;
+SELECT pgcrypt_at_rest.rotate_keyring('rot') AS rot_key3 \gset
+SELECT pgcrypt_at_rest.drain() AS reencrypted;
+SELECT remaining, unrotatable, unrotatable_reason FROM pgcrypt_at_rest.rotation_status
+ WHERE table_name = 'handed_over'::regclass;
+SELECT pgcrypt_at_rest.set_column_context('handed_over', 'v', 'pg_catalog.int4send(id)');
+SELECT table_owner FROM pgcrypt_at_rest.column_context WHERE table_name = 'handed_over';
+SELECT pgcrypt_at_rest.drain() AS reencrypted;
+SELECT count(*) FILTER (WHERE pgcrypt_at_rest.key_id(v) = :rot_key3
+						  AND pgcrypt_at_rest.decrypt_text(v, int4send(id)) = 'h' || id) AS rotated
+  FROM handed_over;
+DROP TABLE handed_over;
+DROP ROLE regress_rot_owner;
+
 -- management functions are not for PUBLIC
 SELECT p.oid::regprocedure AS function, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace

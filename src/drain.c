@@ -34,6 +34,7 @@
 #include "storage/itemptr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/acl.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -289,23 +290,35 @@ column_names(const DrainColumn *column, char **relation, char **attname,
 	return *schema_name != NULL;
 }
 
-/* The declared context expression of a column, or NULL. */
+/*
+ * The declared context expression of a column, or NULL.  A declaration made
+ * for another owner of the table is not used (*stale is set): it would run
+ * with the rights of whoever owns the table now.
+ */
 static char *
-context_expression(const char *schema_name, const char *table_name, const char *column_name)
+context_expression(const DrainColumn *column, const char *schema_name, const char *table_name,
+				   const char *column_name, bool *stale)
 {
 	PcarRestricted r;
 	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[3] = {CStringGetTextDatum(schema_name), CStringGetTextDatum(table_name),
 	CStringGetTextDatum(column_name)};
 	char	   *expression = NULL;
+	char	   *owner = GetUserNameFromId(pcar_relation_owner(column->relid), false);
 
+	*stale = false;
 	pcar_restricted_begin(&r, pcar_store_owner());
-	pcar_spi_execute("SELECT context_expression FROM " PCAR_SCHEMA ".column_context"
+	pcar_spi_execute("SELECT context_expression, table_owner FROM " PCAR_SCHEMA ".column_context"
 					 " WHERE table_schema" EQ "$1 AND table_name" EQ "$2 AND column_name" EQ "$3",
 					 SPI_OK_SELECT, 3, types, values);
 	if (SPI_processed > 0)
-		expression = MemoryContextStrdup(r.caller_context,
-										 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	{
+		if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2), owner) == 0)
+			expression = MemoryContextStrdup(r.caller_context,
+											 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+		else
+			*stale = true;
+	}
 	pcar_restricted_end(&r);
 	return expression;
 }
@@ -486,6 +499,7 @@ reencrypt_batch(const DrainColumn *column, int64 next_block, DrainKey *keys, int
 			   *schema_name,
 			   *table_name;
 	char	   *expression;
+	bool		stale_context;
 	int32	   *usable_ids = palloc(sizeof(int32) * Max(nkeys, 1));
 	int			nusable = 0;
 	PcarRestricted r;
@@ -500,8 +514,9 @@ reencrypt_batch(const DrainColumn *column, int64 next_block, DrainKey *keys, int
 
 	if (!column_names(column, &relation, &attname, &schema_name, &table_name))
 		return 0;
-	expression = context_expression(schema_name, table_name,
-									get_attname(column->relid, column->attnum, false));
+	expression = context_expression(column, schema_name, table_name,
+									get_attname(column->relid, column->attnum, false),
+									&stale_context);
 	for (int k = 0; k < nkeys; k++)
 		if (keys[k].usable)
 			usable_ids[nusable++] = keys[k].key_id;
@@ -560,6 +575,8 @@ reencrypt_batch(const DrainColumn *column, int64 next_block, DrainKey *keys, int
 			key->failed++;
 			key->failure_reason = expression ?
 				"could not decrypt with the declared context" :
+				stale_context ?
+				"the column's context was declared when the table had another owner: declare it again with pgcrypt_at_rest.set_column_context()" :
 				"could not decrypt without a context: declare the column's context with pgcrypt_at_rest.set_column_context()";
 			pfree(plaintext);
 			continue;

@@ -604,12 +604,14 @@ pcar_store_keyrings_due(void)
 
 void
 pcar_store_set_column_context(const char *schema_name, const char *table_name,
-							  const char *column_name, const char *expression)
+							  const char *column_name, const char *expression,
+							  const char *table_owner)
 {
 	StoreSession session;
-	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[4] = {CStringGetTextDatum(schema_name), CStringGetTextDatum(table_name),
-		CStringGetTextDatum(column_name), expression ? CStringGetTextDatum(expression) : (Datum) 0};
+	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[5] = {CStringGetTextDatum(schema_name), CStringGetTextDatum(table_name),
+		CStringGetTextDatum(column_name), expression ? CStringGetTextDatum(expression) : (Datum) 0,
+	CStringGetTextDatum(table_owner)};
 
 	store_begin(&session);
 	if (expression == NULL)
@@ -618,10 +620,11 @@ pcar_store_set_column_context(const char *schema_name, const char *table_name,
 						 SPI_OK_DELETE, 3, types, values);
 	else
 		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".column_context"
-						 " (table_schema, table_name, column_name, context_expression)"
-						 " VALUES ($1, $2, $3, $4)"
+						 " (table_schema, table_name, column_name, context_expression, table_owner)"
+						 " VALUES ($1, $2, $3, $4, $5)"
 						 " ON CONFLICT (table_schema, table_name, column_name)"
-						 " DO UPDATE SET context_expression = EXCLUDED.context_expression",
-						 SPI_OK_INSERT, 4, types, values);
+						 " DO UPDATE SET context_expression = EXCLUDED.context_expression,"
+						 "   table_owner = EXCLUDED.table_owner",
+						 SPI_OK_INSERT, 5, types, values);
 	store_end(&session);
 }

@@ -71,6 +71,7 @@ extern List *pcar_store_keyrings_due(void);
 
 /* Declares (or, with a NULL expression, forgets) where a column's context comes from. */
 extern void pcar_store_set_column_context(const char *schema_name, const char *table_name,
-										  const char *column_name, const char *expression);
+										  const char *column_name, const char *expression,
+										  const char *table_owner);
 
 #endif							/* PCAR_KEY_STORE_H */

@@ -331,7 +331,8 @@ pcar_set_column_context(PG_FUNCTION_ARGS)
 		pcar_restricted_end(&r);
 	}
 	pcar_store_set_column_context(get_namespace_name(get_rel_namespace(relid)),
-								  get_rel_name(relid), column, expression);
+								  get_rel_name(relid), column, expression,
+								  GetUserNameFromId(pcar_relation_owner(relid), false));
 	pcar_wake_worker_at_commit();
 	PG_RETURN_VOID();
 }
