@@ -39,6 +39,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "ciphertext.h"
@@ -326,9 +327,17 @@ context_expression(const DrainColumn *column, const char *schema_name, const cha
 /*
  * Counts values per key in one column, as the table's owner; adds them to
  * counts[] (parallel to keys[]).
+ *
+ * Before a key is destroyed the count must also see rows that transactions
+ * still in progress have written: a transaction that began after a round
+ * started can copy a value that a waited-for one committed, and if the
+ * source is overwritten before the count, the only copy left is
+ * uncommitted.  A dirty snapshot counts it (and rows being deleted), so
+ * what a later transaction could copy is always counted.
  */
 static void
-count_column(const DrainColumn *column, const int32 *key_ids, int nkeys, int64 *counts)
+count_column(const DrainColumn *column, const int32 *key_ids, int nkeys, int64 *counts,
+			 bool include_uncommitted)
 {
 	char	   *relation,
 			   *attname,
@@ -337,16 +346,34 @@ count_column(const DrainColumn *column, const int32 *key_ids, int nkeys, int64 *
 	PcarRestricted r;
 	Oid			types[1] = {INT4ARRAYOID};
 	Datum		values[1];
+	char	   *sql;
 
 	if (nkeys == 0 || !column_names(column, &relation, &attname, &schema_name, &table_name))
 		return;
 	values[0] = int4_array((int32 *) key_ids, nkeys);
 	pcar_restricted_begin(&r, pcar_relation_owner(column->relid));
-	pcar_spi_execute(psprintf("SELECT " PCAR_SCHEMA ".key_id(%s), pg_catalog.count(*)"
-							  " FROM ONLY %s WHERE " PCAR_SCHEMA ".key_id(%s)" EQ "ANY ($1)"
-							  " GROUP BY 1",
-							  attname, relation, attname),
-					 SPI_OK_SELECT, 1, types, values);
+	sql = psprintf("SELECT " PCAR_SCHEMA ".key_id(%s), pg_catalog.count(*)"
+				   " FROM ONLY %s WHERE " PCAR_SCHEMA ".key_id(%s)" EQ "ANY ($1)"
+				   " GROUP BY 1",
+				   attname, relation, attname);
+	if (include_uncommitted)
+	{
+		SnapshotData dirty;
+		SPIPlanPtr	plan;
+
+		/* a dirty snapshot cannot be shared with parallel workers */
+		(void) set_config_option("max_parallel_workers_per_gather", "0",
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		memset(&dirty, 0, sizeof(dirty));	/* it is copied whole when pushed */
+		InitDirtySnapshot(dirty);
+		plan = SPI_prepare(sql, 1, types);
+		if (plan == NULL ||
+			SPI_execute_snapshot(plan, values, NULL, &dirty, InvalidSnapshot,
+								 true, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not count the values under deprecated keys");
+	}
+	else
+		pcar_spi_execute(sql, SPI_OK_SELECT, 1, types, values);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -368,7 +395,7 @@ pcar_count_key_values(int32 key_id)
 	int64		total = 0;
 
 	for (int c = 0; c < ncolumns; c++)
-		count_column(&columns[c], &key_id, 1, &total);
+		count_column(&columns[c], &key_id, 1, &total, true);
 	return total;
 }
 
@@ -396,7 +423,7 @@ record_counts(DrainColumn *columns, int ncolumns, DrainKey *keys, int nkeys, boo
 		char		nulls[6] = "      ";
 
 		memset(counts, 0, sizeof(int64) * Max(nkeys, 1));
-		count_column(&columns[c], key_ids, nkeys, counts);
+		count_column(&columns[c], key_ids, nkeys, counts, false);
 
 		pcar_restricted_begin(&r, pcar_store_owner());
 		for (int k = 0; k < nkeys; k++)

@@ -159,6 +159,13 @@ pcar_destroy_drained_keys(void)
 	List	   *candidates;
 	ListCell   *cell;
 
+	/* it waits for every other transaction: one waiting on our locks would deadlock */
+	if (TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("destroy_drained_keys() must run in a transaction that has written nothing"),
+				 errdetail("It waits for every other transaction, and one waiting for this transaction's locks would deadlock."),
+				 errhint("Commit first: run drain() and destroy_drained_keys() as separate statements, outside a transaction block.")));
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
