@@ -117,6 +117,12 @@ BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT pgcrypt_at_rest.destroy_drained_keys();
 ROLLBACK;
 
+-- ... and a transaction of its own: others may be waiting for its locks
+BEGIN;
+SELECT txid_current() > 0 AS wrote;
+SELECT pgcrypt_at_rest.destroy_drained_keys();
+ROLLBACK;
+
 -- a drain with nothing to do
 SELECT pgcrypt_at_rest.drain() AS nothing;
 
