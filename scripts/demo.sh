@@ -26,12 +26,28 @@ listen_addresses = ''
 unix_socket_directories = '$work'
 shared_preload_libraries = 'pgcrypt_at_rest'
 pgcrypt_at_rest.server_key_file = '$secret'
+# quick rotation for the demonstration; the defaults are 60s, 100ms and 7d
+pgcrypt_at_rest.worker_naptime = '1s'
+pgcrypt_at_rest.rotation_delay = 0
+pgcrypt_at_rest.destroy_grace = 0
 CONF
 as_postgres pg_ctl -D "$data" -l "$work/server.log" -w start >/dev/null
 
 log "running the demonstration"
 as_postgres psql -X -h "$work" -p "$DEMO_PORT" -d postgres -v ON_ERROR_STOP=1 \
 	-f "$work/scripts/demo.sql"
+
+# The worker destroys the old key only once every transaction older than
+# its last pass has ended, so wait from outside any transaction.
+log "waiting for the worker to drain and destroy the old key"
+for _ in $(seq 1 60); do
+	destroyed=$(as_postgres psql -X -At -h "$work" -p "$DEMO_PORT" -d postgres \
+		-c "SELECT count(*) FROM pgcrypt_at_rest.keys WHERE status = 'destroyed'")
+	[ "$destroyed" -gt 0 ] && break
+	sleep 0.5
+done
+as_postgres psql -X -h "$work" -p "$DEMO_PORT" -d postgres -v ON_ERROR_STOP=1 \
+	-f "$work/scripts/demo_after_rotation.sql"
 
 log "does the table file on disk contain the plaintext?"
 relpath=$(as_postgres psql -X -At -h "$work" -p "$DEMO_PORT" -d postgres \
