@@ -35,13 +35,14 @@ CREATE TABLE pgcrypt_at_rest.column_context (
 SELECT pg_catalog.pg_extension_config_dump('pgcrypt_at_rest.column_context', '');
 REVOKE ALL ON pgcrypt_at_rest.column_context FROM PUBLIC;
 
--- Where the current pass stands (at most one row).  Not dumped: it
--- describes this database's rows as they are.
+-- Where the current pass stands (at most one row): the column, and the
+-- last row visited in it.  Not dumped: it describes this database's rows as
+-- they are.
 CREATE TABLE pgcrypt_at_rest.rotation_pass (
 	one_row boolean PRIMARY KEY DEFAULT true CHECK (one_row),
 	relid oid NOT NULL,
 	attnum int2 NOT NULL,
-	next_block bigint NOT NULL,
+	resume_after tid NOT NULL,
 	started_at timestamptz NOT NULL DEFAULT now()
 );
 

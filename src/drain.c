@@ -5,7 +5,7 @@
  *
  * A pass visits every column of type encrypted (or a domain over it) in
  * tables, partitions and inheritance children, in (table, column) order,
- * and each column in block order through a TID range scan.  A batch is one
+ * and each column in physical order through a TID range scan.  A batch is one
  * statement locking at most rotation_batch_size rows with FOR UPDATE SKIP
  * LOCKED (rows an application holds are left for the next pass), the
  * re-encryption in C, and one UPDATE joining on ctid.  Where the pass stands
@@ -26,7 +26,9 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/htup_details.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -226,7 +228,7 @@ typedef struct PassCursor
 	bool		exists;
 	Oid			relid;
 	int16		attnum;
-	int64		next_block;
+	ItemPointerData after;		/* resume after this row of the column's table */
 } PassCursor;
 
 static void
@@ -235,7 +237,7 @@ read_cursor(PassCursor *cursor)
 	PcarRestricted r;
 
 	pcar_restricted_begin(&r, pcar_store_owner());
-	pcar_spi_execute("SELECT relid, attnum, next_block FROM " PCAR_SCHEMA ".rotation_pass",
+	pcar_spi_execute("SELECT relid, attnum, resume_after FROM " PCAR_SCHEMA ".rotation_pass",
 					 SPI_OK_SELECT, 0, NULL, NULL);
 	cursor->exists = SPI_processed > 0;
 	if (cursor->exists)
@@ -244,7 +246,9 @@ read_cursor(PassCursor *cursor)
 
 		cursor->relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		cursor->attnum = DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-		cursor->next_block = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0],
+																	 SPI_tuptable->tupdesc, 3, &isnull)),
+						&cursor->after);
 	}
 	pcar_restricted_end(&r);
 }
@@ -253,20 +257,20 @@ static void
 write_cursor(const PassCursor *cursor, bool new_pass)
 {
 	PcarRestricted r;
-	Oid			types[3] = {OIDOID, INT2OID, INT8OID};
+	Oid			types[3] = {OIDOID, INT2OID, TIDOID};
 	Datum		values[3] = {ObjectIdGetDatum(cursor->relid), Int16GetDatum(cursor->attnum),
-	Int64GetDatum(cursor->next_block)};
+	PointerGetDatum(&cursor->after)};
 
 	pcar_restricted_begin(&r, pcar_store_owner());
 	if (!cursor->exists)
 		pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".rotation_pass", SPI_OK_DELETE, 0, NULL, NULL);
 	else if (new_pass)
-		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".rotation_pass (relid, attnum, next_block)"
+		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".rotation_pass (relid, attnum, resume_after)"
 						 " VALUES ($1, $2, $3)",
 						 SPI_OK_INSERT, 3, types, values);
 	else
 		pcar_spi_execute("UPDATE " PCAR_SCHEMA ".rotation_pass"
-						 " SET relid = $1, attnum = $2, next_block = $3",
+						 " SET relid = $1, attnum = $2, resume_after = $3",
 						 SPI_OK_UPDATE, 3, types, values);
 	pcar_restricted_end(&r);
 }
@@ -334,6 +338,11 @@ context_expression(const DrainColumn *column, const char *schema_name, const cha
  * source is overwritten before the count, the only copy left is
  * uncommitted.  A dirty snapshot counts it (and rows being deleted), so
  * what a later transaction could copy is always counted.
+ *
+ * Counting runs as the key tables' owner, a superuser, not as the table's:
+ * row-level security forced on the table could hide rows from its owner,
+ * and a key destroyed under hidden rows loses them.  No user code runs:
+ * a scan of ONLY the table calling key_id() on a column.
  */
 static void
 count_column(const DrainColumn *column, const int32 *key_ids, int nkeys, int64 *counts,
@@ -351,7 +360,7 @@ count_column(const DrainColumn *column, const int32 *key_ids, int nkeys, int64 *
 	if (nkeys == 0 || !column_names(column, &relation, &attname, &schema_name, &table_name))
 		return;
 	values[0] = int4_array((int32 *) key_ids, nkeys);
-	pcar_restricted_begin(&r, pcar_relation_owner(column->relid));
+	pcar_restricted_begin(&r, pcar_store_owner());
 	sql = psprintf("SELECT " PCAR_SCHEMA ".key_id(%s), pg_catalog.count(*)"
 				   " FROM ONLY %s WHERE " PCAR_SCHEMA ".key_id(%s)" EQ "ANY ($1)"
 				   " GROUP BY 1",
@@ -399,6 +408,21 @@ pcar_count_key_values(int32 key_id)
 	return total;
 }
 
+/* Does forced row-level security hide rows from the table's (non-bypassing) owner? */
+static bool
+table_hides_rows_from_owner(Oid relid)
+{
+	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	bool		forced;
+
+	if (!HeapTupleIsValid(tuple))
+		return false;
+	forced = ((Form_pg_class) GETSTRUCT(tuple))->relrowsecurity &&
+		((Form_pg_class) GETSTRUCT(tuple))->relforcerowsecurity;
+	ReleaseSysCache(tuple);
+	return forced && !has_bypassrls_privilege(pcar_relation_owner(relid));
+}
+
 /*
  * At a pass's start and end: the values left per key and column, written to
  * rotation_progress.  At the end, what is left is what could not be
@@ -434,7 +458,10 @@ record_counts(DrainColumn *columns, int ncolumns, DrainKey *keys, int nkeys, boo
 			if (pass_end && counts[k] > 0)
 				reason = !keys[k].usable ? keys[k].unusable_reason :
 					columns[c].relkind == 'm' ?
-					"a materialized view: REFRESH it once its sources are drained" : NULL;
+					"a materialized view: REFRESH it once its sources are drained" :
+					table_hides_rows_from_owner(columns[c].relid) ?
+					"row-level security forced on the table hides rows from its owner, who re-encrypts them" :
+					NULL;
 			values[0] = Int32GetDatum(keys[k].key_id);
 			values[1] = ObjectIdGetDatum(columns[c].relid);
 			values[2] = Int16GetDatum(columns[c].attnum);
@@ -449,11 +476,13 @@ record_counts(DrainColumn *columns, int ncolumns, DrainKey *keys, int nkeys, boo
 					"   CASE WHEN $5 AND $6 IS NOT NULL THEN $4 ELSE 0 END, $6, pg_catalog.now())"
 					" ON CONFLICT (key_id, relid, attnum) DO UPDATE SET"
 					"   remaining = EXCLUDED.remaining,"
+					/* at a pass's start the last pass's findings stand until redone */
 					"   unrotatable = CASE WHEN $5 THEN"
 					"     CASE WHEN $6 IS NOT NULL THEN $4 ELSE LEAST(p.unrotatable, $4) END"
-					"     ELSE 0 END,"
+					"     ELSE LEAST(p.unrotatable, $4) END,"
 					"   unrotatable_reason = CASE WHEN $5 THEN COALESCE($6, p.unrotatable_reason)"
-					"     ELSE NULL END,"
+					"     WHEN $4 OPERATOR(pg_catalog.=) 0 THEN NULL"
+					"     ELSE p.unrotatable_reason END,"
 					"   counted_at = pg_catalog.now()",
 					6, types, values, nulls, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "could not record rotation progress");
@@ -514,12 +543,11 @@ find_key(DrainKey *keys, int nkeys, int32 key_id)
 }
 
 /*
- * One batch on one column from next_block; returns the number of rows
- * locked, and in *last_block the block of the last one.
+ * One batch on one column, from the row after *position; returns the number
+ * of rows locked, and moves *position to the last one.
  */
 static uint64
-reencrypt_batch(const DrainColumn *column, int64 next_block, DrainKey *keys, int nkeys,
-				int64 *last_block)
+reencrypt_batch(const DrainColumn *column, ItemPointer position, DrainKey *keys, int nkeys)
 {
 	char	   *relation,
 			   *attname,
@@ -530,7 +558,6 @@ reencrypt_batch(const DrainColumn *column, int64 next_block, DrainKey *keys, int
 	int32	   *usable_ids = palloc(sizeof(int32) * Max(nkeys, 1));
 	int			nusable = 0;
 	PcarRestricted r;
-	ItemPointerData start;
 	Oid			select_types[3] = {TIDOID, INT4ARRAYOID, INT8OID};
 	Datum		select_values[3];
 	uint64		nrows;
@@ -550,8 +577,7 @@ reencrypt_batch(const DrainColumn *column, int64 next_block, DrainKey *keys, int
 	if (nusable == 0)
 		return 0;
 
-	ItemPointerSet(&start, (BlockNumber) Min(next_block, (int64) MaxBlockNumber), 0);
-	select_values[0] = PointerGetDatum(&start);
+	select_values[0] = PointerGetDatum(position);
 	select_values[1] = int4_array(usable_ids, nusable);
 	select_values[2] = Int64GetDatum(pcar_rotation_batch_size);
 
@@ -559,7 +585,7 @@ reencrypt_batch(const DrainColumn *column, int64 next_block, DrainKey *keys, int
 	(void) set_config_option("session_replication_role", "replica",
 							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	pcar_spi_execute(psprintf("SELECT ctid, %s, %s FROM ONLY %s"
-							  " WHERE ctid OPERATOR(pg_catalog.>=) $1"
+							  " WHERE ctid OPERATOR(pg_catalog.>) $1"
 							  "   AND " PCAR_SCHEMA ".key_id(%s)" EQ "ANY ($2)"
 							  " LIMIT $3 FOR UPDATE SKIP LOCKED",
 							  attname,
@@ -571,7 +597,6 @@ reencrypt_batch(const DrainColumn *column, int64 next_block, DrainKey *keys, int
 	nrows = SPI_processed;
 	tids = palloc(sizeof(Datum) * Max(nrows, 1));
 	new_values = palloc(sizeof(Datum) * Max(nrows, 1));
-	*last_block = next_block;
 	for (uint64 i = 0; i < nrows; i++)
 	{
 		HeapTuple	tuple = SPI_tuptable->vals[i];
@@ -590,7 +615,7 @@ reencrypt_batch(const DrainColumn *column, int64 next_block, DrainKey *keys, int
 		uint8	   *plaintext;
 		Encrypted  *reencrypted;
 
-		*last_block = ItemPointerGetBlockNumber(tid);
+		ItemPointerCopy(tid, position);
 		key = find_key(keys, nkeys, (int32) pcar_ciphertext_key_id(data));
 		if (key == NULL || pcar_ciphertext_problem(data, len) != NULL)
 			continue;
@@ -614,7 +639,9 @@ reencrypt_batch(const DrainColumn *column, int64 next_block, DrainKey *keys, int
 							 key->new_key, plaintext, plaintext_len, ctx, ctx_len);
 		pcar_wipe(plaintext, plaintext_len);
 		pfree(plaintext);
-		pcar_count_encryption(key->new_key_id);
+		/* not counted toward max_encryptions: a copy of existing data, which
+		 * would otherwise rotate a keyring with more values than its limit
+		 * again after every drain */
 
 		tids[nupdates] = PointerGetDatum(tid);
 		new_values[nupdates] = PointerGetDatum(reencrypted);
@@ -680,7 +707,7 @@ pcar_drain_batch(PcarDrainResult *result, List *exclude_keys)
 			cursor.exists = true;
 			cursor.relid = ncolumns > 0 ? columns[0].relid : InvalidOid;
 			cursor.attnum = ncolumns > 0 ? columns[0].attnum : 0;
-			cursor.next_block = 0;
+			ItemPointerSet(&cursor.after, 0, 0);
 			write_cursor(&cursor, true);
 		}
 
@@ -690,33 +717,33 @@ pcar_drain_batch(PcarDrainResult *result, List *exclude_keys)
 				(columns[c].relid == cursor.relid && columns[c].attnum >= cursor.attnum))
 				break;
 		if (c < ncolumns && (columns[c].relid != cursor.relid || columns[c].attnum != cursor.attnum))
-			cursor.next_block = 0;
+			ItemPointerSet(&cursor.after, 0, 0);
 
 		if (c < ncolumns)
 		{
-			int64		last_block = cursor.next_block;
+			ItemPointerData position = cursor.after;
 			uint64		nrows = 0;
 
 			current_relid = columns[c].relid;
 			current_attnum = columns[c].attnum;
 			if (columns[c].relkind == 'r')
-				nrows = reencrypt_batch(&columns[c], cursor.next_block, keys, nkeys, &last_block);
+				nrows = reencrypt_batch(&columns[c], &position, keys, nkeys);
 			record_batch(&columns[c], keys, nkeys);
 			for (int k = 0; k < nkeys; k++)
 				result->reencrypted += keys[k].reencrypted;
 
 			if (nrows >= (uint64) pcar_rotation_batch_size)
 			{
-				/* more on this column: resume at the last block seen, always moving */
+				/* more on this column: resume after the last row seen */
 				cursor.relid = columns[c].relid;
 				cursor.attnum = columns[c].attnum;
-				cursor.next_block = last_block > cursor.next_block ? last_block : cursor.next_block + 1;
+				cursor.after = position;
 			}
 			else if (c + 1 < ncolumns)
 			{
 				cursor.relid = columns[c + 1].relid;
 				cursor.attnum = columns[c + 1].attnum;
-				cursor.next_block = 0;
+				ItemPointerSet(&cursor.after, 0, 0);
 			}
 			else
 				c = ncolumns;	/* that was the last column */
@@ -774,7 +801,7 @@ pcar_drain_note_error(const char *message)
 	{
 		cursor.relid = current_relid;
 		cursor.attnum = current_attnum + 1;
-		cursor.next_block = 0;
+		ItemPointerSet(&cursor.after, 0, 0);
 		write_cursor(&cursor, false);
 	}
 	current_relid = InvalidOid;

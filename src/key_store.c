@@ -585,10 +585,17 @@ pcar_store_keyrings_due(void)
 	pcar_spi_execute("SELECT r.name FROM " PCAR_SCHEMA ".keyring r"
 					 " JOIN " PCAR_SCHEMA ".data_key k"
 					 "   ON k.keyring_id" EQ "r.id AND k.status" EQ "'active'"
-					 " WHERE (r.rotate_after IS NOT NULL AND k.created_at OPERATOR(pg_catalog.+)"
-					 "         r.rotate_after OPERATOR(pg_catalog.<=) pg_catalog.now())"
-					 "    OR (r.max_encryptions IS NOT NULL AND k.encryptions"
-					 "         OPERATOR(pg_catalog.>=) r.max_encryptions)"
+					 " WHERE ((r.rotate_after IS NOT NULL AND k.created_at OPERATOR(pg_catalog.+)"
+					 "          r.rotate_after OPERATOR(pg_catalog.<=) pg_catalog.now())"
+					 "     OR (r.max_encryptions IS NOT NULL AND k.encryptions"
+					 "          OPERATOR(pg_catalog.>=) r.max_encryptions))"
+					 /*
+					  * Not while an earlier key still drains: its re-encryptions
+					  * count against the new key and could rotate again, forever.
+					  */
+					 "   AND NOT EXISTS (SELECT FROM " PCAR_SCHEMA ".data_key d"
+					 "     WHERE d.keyring_id" EQ "r.id AND d.status" EQ "'deprecated'"
+					 "       AND d.drained_at IS NULL)"
 					 " ORDER BY r.name",
 					 SPI_OK_SELECT, 0, NULL, NULL);
 	for (uint64 i = 0; i < SPI_processed; i++)

@@ -29,6 +29,8 @@ $node->append_conf(
 	'postgresql.conf', qq{
 shared_preload_libraries = 'pgcrypt_at_rest'
 pgcrypt_at_rest.server_key_file = '$keyfile'
+# the ciphertexts are compared byte for byte: no re-encryption meanwhile
+pgcrypt_at_rest.worker_enabled = off
 });
 $node->start;
 
@@ -240,6 +242,7 @@ $other->append_conf(
 	'postgresql.conf', qq{
 shared_preload_libraries = 'pgcrypt_at_rest'
 pgcrypt_at_rest.server_key_file = '$other_keyfile'
+pgcrypt_at_rest.worker_enabled = off
 });
 $other->start;
 $other->safe_psql('postgres', 'CREATE DATABASE dst');
