@@ -43,6 +43,7 @@
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "utils/timestamp.h"
 
 #include "ciphertext.h"
 #include "drain.h"
@@ -229,7 +230,37 @@ typedef struct PassCursor
 	Oid			relid;
 	int16		attnum;
 	ItemPointerData after;		/* resume after this row of the column's table */
+	TimestampTz started_at;		/* identifies the pass */
 } PassCursor;
+
+/*
+ * The columns of the current pass, found when it starts: the catalog query
+ * is the most expensive statement of a batch in a database with many
+ * tables.  A column created during the pass waits for the next one; the
+ * count before a key is destroyed looks for columns afresh.
+ */
+static DrainColumn *pass_columns = NULL;
+static int	pass_ncolumns = 0;
+static TimestampTz pass_columns_for = 0;
+
+static DrainColumn *
+columns_of_pass(TimestampTz pass_started_at, int *ncolumns)
+{
+	if (pass_columns == NULL || pass_columns_for != pass_started_at)
+	{
+		DrainColumn *found = find_encrypted_columns(ncolumns);
+
+		if (pass_columns != NULL)
+			pfree(pass_columns);
+		pass_columns = MemoryContextAlloc(TopMemoryContext,
+										  sizeof(DrainColumn) * Max(*ncolumns, 1));
+		memcpy(pass_columns, found, sizeof(DrainColumn) * *ncolumns);
+		pass_ncolumns = *ncolumns;
+		pass_columns_for = pass_started_at;
+	}
+	*ncolumns = pass_ncolumns;
+	return pass_columns;
+}
 
 static void
 read_cursor(PassCursor *cursor)
@@ -237,7 +268,7 @@ read_cursor(PassCursor *cursor)
 	PcarRestricted r;
 
 	pcar_restricted_begin(&r, pcar_store_owner());
-	pcar_spi_execute("SELECT relid, attnum, resume_after FROM " PCAR_SCHEMA ".rotation_pass",
+	pcar_spi_execute("SELECT relid, attnum, resume_after, started_at FROM " PCAR_SCHEMA ".rotation_pass",
 					 SPI_OK_SELECT, 0, NULL, NULL);
 	cursor->exists = SPI_processed > 0;
 	if (cursor->exists)
@@ -249,6 +280,8 @@ read_cursor(PassCursor *cursor)
 		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0],
 																	 SPI_tuptable->tupdesc, 3, &isnull)),
 						&cursor->after);
+		cursor->started_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+															   SPI_tuptable->tupdesc, 4, &isnull));
 	}
 	pcar_restricted_end(&r);
 }
@@ -469,7 +502,7 @@ record_counts(DrainColumn *columns, int ncolumns, DrainKey *keys, int nkeys, boo
 			values[4] = BoolGetDatum(pass_end);
 			values[5] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
 			nulls[5] = reason ? ' ' : 'n';
-			if (SPI_execute_with_args(
+			pcar_spi_execute_nulls(
 					"INSERT INTO " PCAR_SCHEMA ".rotation_progress AS p"
 					" (key_id, relid, attnum, remaining, unrotatable, unrotatable_reason, counted_at)"
 					" VALUES ($1, $2, $3, $4,"
@@ -484,8 +517,7 @@ record_counts(DrainColumn *columns, int ncolumns, DrainKey *keys, int nkeys, boo
 					"     WHEN $4 OPERATOR(pg_catalog.=) 0 THEN NULL"
 					"     ELSE p.unrotatable_reason END,"
 					"   counted_at = pg_catalog.now()",
-					6, types, values, nulls, false, 0) != SPI_OK_INSERT)
-				elog(ERROR, "could not record rotation progress");
+					SPI_OK_INSERT, 6, types, values, nulls);
 		}
 		pcar_restricted_end(&r);
 	}
@@ -517,7 +549,7 @@ record_batch(const DrainColumn *column, DrainKey *keys, int nkeys)
 		values[4] = Int64GetDatum(keys[k].failed);
 		values[5] = keys[k].failure_reason ? CStringGetTextDatum(keys[k].failure_reason) : (Datum) 0;
 		nulls[5] = keys[k].failure_reason ? ' ' : 'n';
-		if (SPI_execute_with_args(
+		pcar_spi_execute_nulls(
 				"INSERT INTO " PCAR_SCHEMA ".rotation_progress AS p"
 				" (key_id, relid, attnum, reencrypted, unrotatable, unrotatable_reason)"
 				" VALUES ($1, $2, $3, $4, $5, $6)"
@@ -527,8 +559,7 @@ record_batch(const DrainColumn *column, DrainKey *keys, int nkeys)
 				"   unrotatable = p.unrotatable + $5,"
 				"   unrotatable_reason = COALESCE($6, p.unrotatable_reason),"
 				"   last_batch_at = pg_catalog.now()",
-				6, types, values, nulls, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not record rotation progress");
+				SPI_OK_INSERT, 6, types, values, nulls);
 	}
 	pcar_restricted_end(&r);
 }
@@ -696,7 +727,9 @@ pcar_drain_batch(PcarDrainResult *result, List *exclude_keys)
 		return;
 	}
 
-	columns = find_encrypted_columns(&ncolumns);
+	/* a new pass starts now; its row gets this transaction's now() */
+	columns = columns_of_pass(cursor.exists ? cursor.started_at : GetCurrentTransactionStartTimestamp(),
+							  &ncolumns);
 	key_buffer = open_drain_keys(keys, nkeys);
 	PG_TRY();
 	{

@@ -20,8 +20,13 @@ extern void pcar_restricted_begin(PcarRestricted *r, Oid role);
 /* Disconnects SPI and restores the role, context and settings. */
 extern void pcar_restricted_end(PcarRestricted *r);
 
-/* Runs one statement with $n parameters; errors unless SPI returns expected. */
+/*
+ * Runs one statement with $n parameters through a plan saved per SQL text;
+ * errors unless SPI returns expected.  nulls as for SPI_execute_plan.
+ */
 extern void pcar_spi_execute(const char *sql, int expected, int nargs, Oid *types, Datum *values);
+extern void pcar_spi_execute_nulls(const char *sql, int expected, int nargs, Oid *types,
+								   Datum *values, const char *nulls);
 
 extern Oid	pcar_relation_owner(Oid relid);
 
