@@ -10,30 +10,15 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use PcarTestUtils;
 
 my $sessions = 4;
 my $per_session = 50_000;
 my $lock_key = 7_340_021;    # advisory lock used as a start barrier
 
-my $keydir = PostgreSQL::Test::Utils::tempdir;
-my $keyfile = "$keydir/server.key";
-{
-	open(my $rnd, '<:raw', '/dev/urandom') or die "could not open /dev/urandom: $!";
-	read($rnd, my $secret, 32) == 32 or die "short read from /dev/urandom";
-	close $rnd;
-	open(my $fh, '>', $keyfile) or die "could not write \"$keyfile\": $!";
-	print $fh unpack('H*', $secret), "\n";
-	close $fh or die "could not close \"$keyfile\": $!";
-	chmod(0600, $keyfile) or die "could not chmod \"$keyfile\": $!";
-}
-
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'pgcrypt_at_rest'
-pgcrypt_at_rest.server_key_file = '$keyfile'
-});
+my ($node) = preloaded_node('main');
 $node->start;
 
 $node->safe_psql(

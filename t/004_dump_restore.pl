@@ -10,25 +10,12 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use PcarTestUtils;
 
-my $keydir = PostgreSQL::Test::Utils::tempdir;
-my $keyfile = "$keydir/server.key";
-{
-	open(my $rnd, '<:raw', '/dev/urandom') or die "could not open /dev/urandom: $!";
-	read($rnd, my $secret, 32) == 32 or die "short read from /dev/urandom";
-	close $rnd;
-	open(my $fh, '>', $keyfile) or die "could not write \"$keyfile\": $!";
-	print $fh unpack('H*', $secret), "\n";
-	close $fh or die "could not close \"$keyfile\": $!";
-	chmod(0600, $keyfile) or die "could not chmod \"$keyfile\": $!";
-}
-
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'pgcrypt_at_rest'
-pgcrypt_at_rest.server_key_file = '$keyfile'
+my ($node) = preloaded_node(
+	'main', conf => q{
 # the ciphertexts are compared byte for byte: no re-encryption meanwhile
 pgcrypt_at_rest.worker_enabled = off
 });
@@ -226,22 +213,8 @@ is($node->safe_psql('src', $check_sql), '100|100', 'source: still decrypts');
 # Restored onto another server with its own secret: the restore must not
 # fail on the server rows (see the keyring regression test for a name
 # clash), and must keep every sealed copy for the original server.
-my $other_keyfile = "$keydir/other.key";
-{
-	open(my $rnd, '<:raw', '/dev/urandom') or die "could not open /dev/urandom: $!";
-	read($rnd, my $secret, 32) == 32 or die "short read from /dev/urandom";
-	close $rnd;
-	open(my $fh, '>', $other_keyfile) or die "could not write \"$other_keyfile\": $!";
-	print $fh unpack('H*', $secret);
-	close $fh or die "could not close \"$other_keyfile\": $!";
-	chmod(0600, $other_keyfile) or die "could not chmod \"$other_keyfile\": $!";
-}
-my $other = PostgreSQL::Test::Cluster->new('other');
-$other->init;
-$other->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'pgcrypt_at_rest'
-pgcrypt_at_rest.server_key_file = '$other_keyfile'
+my ($other) = preloaded_node(
+	'other', conf => q{
 pgcrypt_at_rest.worker_enabled = off
 });
 $other->start;

@@ -21,50 +21,18 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
+use FindBin;
+use lib $FindBin::RealBin;
+use PcarTestUtils;
 
-my $keydir = PostgreSQL::Test::Utils::tempdir;
-my $keyfile = "$keydir/server.key";
-{
-	open(my $rnd, '<:raw', '/dev/urandom') or die "could not open /dev/urandom: $!";
-	read($rnd, my $secret, 32) == 32 or die "short read from /dev/urandom";
-	close $rnd;
-	open(my $fh, '>', $keyfile) or die "could not write \"$keyfile\": $!";
-	print $fh unpack('H*', $secret), "\n";
-	close $fh or die "could not close \"$keyfile\": $!";
-	chmod(0600, $keyfile) or die "could not chmod \"$keyfile\": $!";
-}
-
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'pgcrypt_at_rest'
-pgcrypt_at_rest.server_key_file = '$keyfile'
+my ($node) = preloaded_node(
+	'main', conf => q{
 pgcrypt_at_rest.worker_naptime = '1s'
 pgcrypt_at_rest.destroy_grace = 0
 pgcrypt_at_rest.rotation_delay = 0
 pgcrypt_at_rest.rotation_batch_size = 5000
 });
 $node->start;
-
-# Polls until the query returns the expected output, for at most $seconds;
-# true if it did.  Shows the last output otherwise.
-sub wait_for
-{
-	my ($db, $sql, $expected, $seconds, $what) = @_;
-	my $deadline = time() + $seconds;
-	my ($stdout, $stderr) = ('', '');
-	while (time() < $deadline)
-	{
-		$node->psql($db, $sql, stdout => \$stdout, stderr => \$stderr);
-		return 1 if $stdout eq $expected && $stderr eq '';
-		usleep(200_000);
-	}
-	diag("timed out waiting for $what:\n$sql\nexpected: $expected\n"
-		  . "last output: $stdout\nstderr: $stderr");
-	return 0;
-}
 
 $node->safe_psql('postgres', 'CREATE EXTENSION pgcrypt_at_rest');
 
@@ -73,7 +41,7 @@ $node->safe_psql('postgres', 'CREATE EXTENSION pgcrypt_at_rest');
 ##############################################################################
 
 ok( wait_for(
-		'postgres', q{
+		$node, 'postgres', q{
 SELECT count(*) FILTER (WHERE backend_type = 'pgcrypt_at_rest launcher' AND datname IS NULL),
        count(*) FILTER (WHERE backend_type = 'pgcrypt_at_rest worker' AND datname = 'postgres')
   FROM pg_stat_activity},
@@ -230,7 +198,7 @@ isnt($key_b, $key_a, 'rotate_keyring made a new key for "ring"');
 isnt($key_d, $key_c, 'rotate_keyring made a new key for "ctxring"');
 
 ok( wait_for(
-		'postgres',
+		$node, 'postgres',
 		"SELECT status FROM pgcrypt_at_rest.keys WHERE key_id = $key_a",
 		'destroyed', 120, "key $key_a to be destroyed"),
 	'the worker drained "ring" and destroyed its old key');
@@ -304,7 +272,7 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM audit'),
 ##############################################################################
 
 ok( wait_for(
-		'postgres', qq{
+		$node, 'postgres', qq{
 SELECT table_name::text, column_name, unrotatable > 0,
        unrotatable_reason LIKE '%set_column_context%'
   FROM pgcrypt_at_rest.rotation_status WHERE key_id = $key_c},
@@ -333,7 +301,7 @@ is( $node->safe_psql('postgres',
 $node->safe_psql('postgres',
 	"SELECT pgcrypt_at_rest.set_column_context('ctx_secrets', 'v', 'pg_catalog.int4send(id)')");
 ok( wait_for(
-		'postgres',
+		$node, 'postgres',
 		"SELECT status FROM pgcrypt_at_rest.keys WHERE key_id = $key_c",
 		'destroyed', 60, "key $key_c to be destroyed"),
 	'after set_column_context() the worker drains the column and destroys the key');
@@ -392,7 +360,7 @@ CREATE POLICY only_visible ON rls_t USING (tag = 'visible');
 my $key_s =
   $node->safe_psql('postgres', "SELECT pgcrypt_at_rest.rotate_keyring('rlsring')");
 ok( wait_for(
-		'postgres', qq{
+		$node, 'postgres', qq{
 SELECT count(*) FROM rls_t
  WHERE tag = 'visible' AND pgcrypt_at_rest.key_id(v) = $key_s
    AND pgcrypt_at_rest.decrypt_text(v) = plain},
@@ -400,7 +368,7 @@ SELECT count(*) FROM rls_t
 	'RLS: the rows the owner can see are re-encrypted');
 # The pass ends with the hidden rows counted (as a superuser) and reported.
 ok( wait_for(
-		'postgres', q{
+		$node, 'postgres', q{
 SELECT remaining || '|' || (unrotatable_reason LIKE '%row-level security%')
   FROM pgcrypt_at_rest.rotation_status
  WHERE table_name = 'rls_t'::regclass AND unrotatable > 0},

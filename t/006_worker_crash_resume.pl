@@ -13,51 +13,22 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use PcarTestUtils;
 use Time::HiRes qw(usleep);
 
 my $rows = 60000;
 
-my $keydir = PostgreSQL::Test::Utils::tempdir;
-my $keyfile = "$keydir/server.key";
-{
-	open(my $rnd, '<:raw', '/dev/urandom') or die "could not open /dev/urandom: $!";
-	read($rnd, my $secret, 32) == 32 or die "short read from /dev/urandom";
-	close $rnd;
-	open(my $fh, '>', $keyfile) or die "could not write \"$keyfile\": $!";
-	print $fh unpack('H*', $secret), "\n";
-	close $fh or die "could not close \"$keyfile\": $!";
-	chmod(0600, $keyfile) or die "could not chmod \"$keyfile\": $!";
-}
-
 # Small batches with a pause between them: the drain takes several seconds.
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'pgcrypt_at_rest'
-pgcrypt_at_rest.server_key_file = '$keyfile'
+my ($node) = preloaded_node(
+	'main', conf => q{
 pgcrypt_at_rest.worker_naptime = '1s'
 pgcrypt_at_rest.destroy_grace = '1h'
 pgcrypt_at_rest.rotation_delay = '100ms'
 pgcrypt_at_rest.rotation_batch_size = 500
 });
 $node->start;
-
-sub wait_for
-{
-	my ($db, $sql, $expected, $seconds, $what) = @_;
-	my $deadline = time() + $seconds;
-	my ($stdout, $stderr) = ('', '');
-	while (time() < $deadline)
-	{
-		$node->psql($db, $sql, stdout => \$stdout, stderr => \$stderr);
-		return 1 if $stdout eq $expected && $stderr eq '';
-		usleep(100_000);
-	}
-	diag("timed out waiting for $what:\n$sql\nexpected: $expected\n"
-		  . "last output: $stdout\nstderr: $stderr");
-	return 0;
-}
 
 my $key_a = $node->safe_psql(
 	'postgres', q{
@@ -91,7 +62,7 @@ my $key_b =
 
 # Wait until the pass has committed a few batches, then crash.
 ok( wait_for(
-		'postgres', qq{
+		$node, 'postgres', qq{
 SELECT p.relid = $relid AND (p.resume_after::text::point)[0] > 0 AND g.reencrypted >= 2000
   FROM pgcrypt_at_rest.rotation_pass p,
        pgcrypt_at_rest.rotation_progress g
@@ -186,7 +157,7 @@ ALTER SYSTEM SET pgcrypt_at_rest.worker_enabled = on;
 SELECT pg_reload_conf();
 });
 ok( wait_for(
-		'postgres', qq{
+		$node, 'postgres', qq{
 SELECT relid = $relid AND (resume_after::text::point)[0] > $pass_block AND started_at = '$pass_started'
   FROM pgcrypt_at_rest.rotation_pass},
 		't', 60, 'the pass to resume'),
@@ -199,7 +170,7 @@ ALTER SYSTEM SET pgcrypt_at_rest.rotation_delay = 0;
 SELECT pg_reload_conf();
 });
 ok( wait_for(
-		'postgres',
+		$node, 'postgres',
 		"SELECT drained_at IS NOT NULL FROM pgcrypt_at_rest.keys WHERE key_id = $key_a",
 		't', 90, 'the old key to be drained'),
 	'the drain completed after the crash');
@@ -229,7 +200,7 @@ ALTER SYSTEM SET pgcrypt_at_rest.destroy_grace = 0;
 SELECT pg_reload_conf();
 });
 ok( wait_for(
-		'postgres',
+		$node, 'postgres',
 		"SELECT status, sealed_copies FROM pgcrypt_at_rest.keys WHERE key_id = $key_a",
 		'destroyed|0', 60, 'the old key to be destroyed'),
 	'once destroy_grace is lowered, the key is destroyed');

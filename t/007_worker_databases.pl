@@ -15,48 +15,18 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
+use FindBin;
+use lib $FindBin::RealBin;
+use PcarTestUtils;
 
-my $keydir = PostgreSQL::Test::Utils::tempdir;
-my $keyfile = "$keydir/server.key";
-{
-	open(my $rnd, '<:raw', '/dev/urandom') or die "could not open /dev/urandom: $!";
-	read($rnd, my $secret, 32) == 32 or die "short read from /dev/urandom";
-	close $rnd;
-	open(my $fh, '>', $keyfile) or die "could not write \"$keyfile\": $!";
-	print $fh unpack('H*', $secret), "\n";
-	close $fh or die "could not close \"$keyfile\": $!";
-	chmod(0600, $keyfile) or die "could not chmod \"$keyfile\": $!";
-}
-
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'pgcrypt_at_rest'
-pgcrypt_at_rest.server_key_file = '$keyfile'
+my ($node) = preloaded_node(
+	'main', conf => q{
 pgcrypt_at_rest.worker_naptime = '1s'
 pgcrypt_at_rest.destroy_grace = 0
 pgcrypt_at_rest.rotation_delay = 0
 pgcrypt_at_rest.rotation_batch_size = 1000
 });
 $node->start;
-
-sub wait_for
-{
-	my ($db, $sql, $expected, $seconds, $what) = @_;
-	my $deadline = time() + $seconds;
-	my ($stdout, $stderr) = ('', '');
-	while (time() < $deadline)
-	{
-		$node->psql($db, $sql, stdout => \$stdout, stderr => \$stderr);
-		return 1 if $stdout eq $expected && $stderr eq '';
-		usleep(200_000);
-	}
-	diag("timed out waiting for $what:\n$sql\nexpected: $expected\n"
-		  . "last output: $stdout\nstderr: $stderr");
-	return 0;
-}
 
 # Workers per database, for the databases named.
 sub workers_sql
@@ -77,7 +47,7 @@ $node->safe_psql('postgres', 'CREATE DATABASE db2');
 $node->safe_psql('db2', 'CREATE EXTENSION pgcrypt_at_rest');
 $node->safe_psql('postgres', 'CREATE DATABASE plain');
 
-ok(wait_for('postgres', workers_sql('postgres', 'db2'), '1|1', 60, 'two workers'),
+ok(wait_for($node, 'postgres', workers_sql('postgres', 'db2'), '1|1', 60, 'two workers'),
 	'"postgres" and "db2" each have one worker');
 is( $node->safe_psql(
 		'postgres', q{
@@ -113,7 +83,7 @@ SELECT pid, datname FROM pg_stat_activity
 	is($lingering, 0, 'no worker lingers in a database without the extension');
 	is($templates, 0, 'no worker is started in a template database');
 }
-ok(wait_for('postgres', workers_sql('plain'), '0', 30, 'no worker in "plain"'),
+ok(wait_for($node, 'postgres', workers_sql('plain'), '0', 30, 'no worker in "plain"'),
 	'no worker is connected to the database without the extension');
 
 ##############################################################################
@@ -153,7 +123,7 @@ SELECT count(*) FILTER (WHERE pgcrypt_at_rest.key_id(v) = $new_key{$db}),
 };
 
 ok( wait_for(
-		'postgres',
+		$node, 'postgres',
 		"SELECT status FROM pgcrypt_at_rest.keys WHERE key_id = $old_key{postgres}",
 		'destroyed', 60, 'the old key of "postgres" to be destroyed'),
 	'"postgres" is drained and its old key destroyed while db2 has a transaction open');
@@ -161,7 +131,7 @@ is($node->safe_psql('postgres', $count_sql->('postgres')),
 	'5000|5000', '"postgres": every value is under the new key and decrypts');
 
 ok( wait_for(
-		'db2', qq{
+		$node, 'db2', qq{
 SELECT table_name::text, remaining FROM pgcrypt_at_rest.rotation_status
  WHERE key_id = $old_key{db2}},
 		't|1', 60, 'db2 to drain all but the locked row'),
@@ -180,7 +150,7 @@ $holder->query_safe('ROLLBACK;');
 $holder->quit;
 
 ok( wait_for(
-		'db2',
+		$node, 'db2',
 		"SELECT status FROM pgcrypt_at_rest.keys WHERE key_id = $old_key{db2}",
 		'destroyed', 60, 'the old key of db2 to be destroyed'),
 	'db2: once the transaction ends, the last row is drained and the key destroyed');
@@ -193,7 +163,7 @@ is($node->safe_psql('db2', $count_sql->('db2')),
 
 $node->safe_psql('postgres', 'CREATE DATABASE db3');
 $node->safe_psql('db3', 'CREATE EXTENSION pgcrypt_at_rest');
-ok(wait_for('postgres', workers_sql('db3'), '1', 30, 'a worker in db3'),
+ok(wait_for($node, 'postgres', workers_sql('db3'), '1', 30, 'a worker in db3'),
 	'a database created later gets a worker once the extension is created there');
 is( $node->safe_psql('postgres', workers_sql('postgres', 'db2', 'db3')),
 	'1|1|1', 'one worker in each database with the extension');
@@ -209,7 +179,7 @@ is( $node->safe_psql('postgres', workers_sql('postgres', 'db2', 'db3')),
 	is($ret, 0, 'CREATE DATABASE ... TEMPLATE of a database with a worker succeeds');
 	is($stderr, '', 'no error or warning') or diag($stderr);
 }
-ok(wait_for('postgres', workers_sql('db3', 'db4'), '1|1', 30, 'workers in db3 and db4'),
+ok(wait_for($node, 'postgres', workers_sql('db3', 'db4'), '1|1', 30, 'workers in db3 and db4'),
 	'the template database gets its worker back and the copy gets its own');
 
 {
@@ -219,7 +189,7 @@ ok(wait_for('postgres', workers_sql('db3', 'db4'), '1|1', 30, 'workers in db3 an
 	is($ret, 0, 'ALTER DATABASE ... RENAME of a database with a worker succeeds');
 }
 ok( wait_for(
-		'postgres', workers_sql('db4', 'db4_renamed'),
+		$node, 'postgres', workers_sql('db4', 'db4_renamed'),
 		'0|1', 30, 'the worker of the renamed database'),
 	'the renamed database has its worker back, under its new name');
 
@@ -230,13 +200,13 @@ ok( wait_for(
 		stdout => \$stdout, stderr => \$stderr);
 	is($ret, 0, 'ALTER DATABASE ... ALLOW_CONNECTIONS false succeeds');
 }
-ok(wait_for('postgres', workers_sql('db2'), '0', 30, 'no worker in db2'),
+ok(wait_for($node, 'postgres', workers_sql('db2'), '0', 30, 'no worker in db2'),
 	'the worker leaves a database that no longer accepts connections');
 sleep(3);
 is($node->safe_psql('postgres', workers_sql('db2')),
 	'0', 'three naps later no worker was started there again');
 $node->safe_psql('postgres', 'ALTER DATABASE db2 ALLOW_CONNECTIONS true');
-ok(wait_for('postgres', workers_sql('db2'), '1', 30, 'the worker back in db2'),
+ok(wait_for($node, 'postgres', workers_sql('db2'), '1', 30, 'the worker back in db2'),
 	'the worker comes back once the database accepts connections again');
 
 for my $db ('db3', 'db4_renamed')
@@ -251,7 +221,7 @@ is( $node->safe_psql(
 		'postgres', "SELECT count(*) FROM pg_database WHERE datname IN ('db3', 'db4_renamed')"),
 	'0', 'both databases are gone');
 ok( wait_for(
-		'postgres', workers_sql('postgres', 'db2', 'db3', 'db4_renamed'),
+		$node, 'postgres', workers_sql('postgres', 'db2', 'db3', 'db4_renamed'),
 		'1|1|0|0', 30, 'the workers after DROP DATABASE'),
 	'no worker is left for the dropped databases; the others keep theirs');
 
@@ -261,7 +231,7 @@ $node->safe_psql('postgres', 'DROP DATABASE plain');
 # The remaining workers still work: a new rotation in db2 is drained.
 my $third_key = $node->safe_psql('db2', "SELECT pgcrypt_at_rest.rotate_keyring('ring')");
 ok( wait_for(
-		'db2',
+		$node, 'db2',
 		"SELECT status FROM pgcrypt_at_rest.keys WHERE key_id = $new_key{db2}",
 		'destroyed', 60, 'the second key of db2 to be destroyed'),
 	'db2 still drains after the other databases were dropped');

@@ -12,49 +12,19 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
-
-my $keydir = PostgreSQL::Test::Utils::tempdir;
-my $keyfile = "$keydir/server.key";
-{
-	open(my $rnd, '<:raw', '/dev/urandom') or die "could not open /dev/urandom: $!";
-	read($rnd, my $secret, 32) == 32 or die "short read from /dev/urandom";
-	close $rnd;
-	open(my $fh, '>', $keyfile) or die "could not write \"$keyfile\": $!";
-	print $fh unpack('H*', $secret), "\n";
-	close $fh or die "could not close \"$keyfile\": $!";
-	chmod(0600, $keyfile) or die "could not chmod \"$keyfile\": $!";
-}
+use FindBin;
+use lib $FindBin::RealBin;
+use PcarTestUtils;
 
 # A long destroy_grace keeps the rotated keys as deprecated: only rotations
 # change the keys view.
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'pgcrypt_at_rest'
-pgcrypt_at_rest.server_key_file = '$keyfile'
+my ($node) = preloaded_node(
+	'main', conf => q{
 pgcrypt_at_rest.worker_naptime = '1s'
 pgcrypt_at_rest.destroy_grace = '1h'
 pgcrypt_at_rest.rotation_delay = 0
 });
 $node->start;
-
-sub wait_for
-{
-	my ($db, $sql, $expected, $seconds, $what) = @_;
-	my $deadline = time() + $seconds;
-	my ($stdout, $stderr) = ('', '');
-	while (time() < $deadline)
-	{
-		$node->psql($db, $sql, stdout => \$stdout, stderr => \$stderr);
-		return 1 if $stdout eq $expected && $stderr eq '';
-		usleep(200_000);
-	}
-	diag("timed out waiting for $what:\n$sql\nexpected: $expected\n"
-		  . "last output: $stdout\nstderr: $stderr");
-	return 0;
-}
 
 sub key_count
 {
@@ -100,7 +70,7 @@ is( $node->safe_psql('postgres',
 	'00:00:02|t', 'keyrings view shows the age policy');
 
 ok( wait_for(
-		'postgres',
+		$node, 'postgres',
 		"SELECT count(*) >= 2 FROM pgcrypt_at_rest.keys WHERE keyring = 'by_age'",
 		't', 60, 'a second key in "by_age"'),
 	'the worker rotated "by_age" once its key was older than rotate_after');
@@ -134,7 +104,7 @@ SELECT count(pgcrypt_at_rest.encrypt('discarded ' || i, 'by_count'))
   FROM generate_series(1, 800) i;
 });
 ok( wait_for(
-		'postgres',
+		$node, 'postgres',
 		"SELECT encryptions FROM pgcrypt_at_rest.keys WHERE key_id = $count_first",
 		'900', 30, 'the 900 encryptions to be persisted'),
 	'the worker persisted the 900 encryptions into data_key.encryptions');
@@ -151,7 +121,7 @@ SELECT count(pgcrypt_at_rest.encrypt('discarded ' || i, 'by_count'))
 COMMIT;
 });
 ok( wait_for(
-		'postgres',
+		$node, 'postgres',
 		"SELECT count(*) FROM pgcrypt_at_rest.keys WHERE keyring = 'by_count'",
 		'2', 30, 'a second key in "by_count"'),
 	'the worker rotated "by_count" once its key reached max_encryptions');
@@ -167,7 +137,7 @@ isnt($count_second, $count_first, 'another key is active in "by_count"');
 # The kept values are drained to the new key; re-encryptions are not counted
 # (a copy of existing data would otherwise rotate the keyring again and again).
 ok( wait_for(
-		'postgres', qq{
+		$node, 'postgres', qq{
 SELECT count(*) FILTER (WHERE pgcrypt_at_rest.key_id(v) = $count_second
                           AND pgcrypt_at_rest.decrypt_text(v) = plain)
   FROM counted},
@@ -184,7 +154,7 @@ is( $node->safe_psql('postgres',
 $node->safe_psql('postgres',
 	"SELECT count(pgcrypt_at_rest.encrypt('before restart ' || i, 'by_count')) FROM generate_series(1, 500) i");
 ok( wait_for(
-		'postgres',
+		$node, 'postgres',
 		"SELECT encryptions FROM pgcrypt_at_rest.keys WHERE key_id = $count_second",
 		'500', 30, 'the 500 encryptions to be persisted'),
 	'500 encryptions of the second key are persisted before the restart');
@@ -201,7 +171,7 @@ is(active_key('by_count'), $count_second, 'the second key is still active after 
 $node->safe_psql('postgres',
 	"SELECT count(pgcrypt_at_rest.encrypt('after restart ' || i, 'by_count')) FROM generate_series(1, 500) i");
 ok( wait_for(
-		'postgres',
+		$node, 'postgres',
 		"SELECT count(*) FROM pgcrypt_at_rest.keys WHERE keyring = 'by_count'",
 		'3', 30, 'a third key in "by_count"'),
 	'a count begun before the restart and finished after it triggers the rotation');
@@ -233,7 +203,7 @@ my $count_active = active_key('by_count');
 $node->safe_psql('postgres',
 	"SELECT count(pgcrypt_at_rest.encrypt('no policy ' || i, 'by_count')) FROM generate_series(1, 1500) i");
 ok( wait_for(
-		'postgres',
+		$node, 'postgres',
 		"SELECT encryptions >= 1500 FROM pgcrypt_at_rest.keys WHERE key_id = $count_active",
 		't', 30, 'the 1,500 encryptions to be persisted'),
 	'the encryptions past the old limit are persisted');
