@@ -39,35 +39,13 @@ need_root
 install_dependencies
 build_and_install
 
-work=$(postgres_owned_copy bench)
-data=$work/cluster/data
-secret=$work/secrets/server.key
-# shellcheck disable=SC2317 # called by the trap
-cleanup() {
-	if [ "${BENCH_KEEP:-}" = 1 ]; then
-		echo "kept: cluster $data on port $BENCH_PORT, socket directory $work" >&2
-		return
-	fi
-	as_postgres pg_ctl -D "$data" -m immediate stop >/dev/null 2>&1 || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-write_server_secret "$secret"
-
+KEEP_CLUSTER=${BENCH_KEEP:-}
 log "starting a throwaway cluster on port $BENCH_PORT (shared_buffers ${shared_buffers_mb}MB)"
-as_postgres initdb -D "$data" -A peer --no-instructions >/dev/null
 # Settings for a stable single-backend measurement: no parallel workers and
 # no JIT (per-row costs are those of the functions), no autovacuum or
 # checkpoints during the runs, and everything in shared_buffers.  fsync is
 # off: the cluster is thrown away and the tables are unlogged anyway.
-as_postgres tee -a "$data/postgresql.conf" >/dev/null <<CONF
-port = $BENCH_PORT
-listen_addresses = ''
-unix_socket_directories = '$work'
-shared_preload_libraries = 'pgcrypt_at_rest'
-pgcrypt_at_rest.server_key_file = '$secret'
-shared_buffers = ${shared_buffers_mb}MB
+start_throwaway_cluster bench "$BENCH_PORT" "shared_buffers = ${shared_buffers_mb}MB
 max_parallel_workers_per_gather = 0
 jit = off
 autovacuum = off
@@ -76,9 +54,8 @@ synchronous_commit = off
 full_page_writes = off
 max_wal_size = 4GB
 checkpoint_timeout = 1h
-maintenance_work_mem = 256MB
-CONF
-as_postgres pg_ctl -D "$data" -l "$work/server.log" -w start >/dev/null
+maintenance_work_mem = 256MB"
+work=$CLUSTER_DIR
 
 psql_bench() {
 	as_postgres psql -X -q -h "$work" -p "$BENCH_PORT" -d postgres -v ON_ERROR_STOP=1 "$@"

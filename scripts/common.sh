@@ -55,3 +55,41 @@ write_server_secret() {
 	as_postgres bash -c "umask 077 && mkdir -p '$(dirname "$1")' &&
 		od -An -vtx1 -N32 /dev/urandom | tr -d ' \n' > '$1'"
 }
+
+# start_throwaway_cluster NAME PORT [SETTINGS]: initdb and start a private
+# cluster as postgres on PORT, its socket in its own directory, the extension
+# preloaded and a fresh secret outside the data directory, plus SETTINGS
+# (postgresql.conf lines).  It is removed when the script exits, unless
+# KEEP_CLUSTER=1.  Sets CLUSTER_DIR (a copy of the tree, and the socket
+# directory) and CLUSTER_DATA.
+start_throwaway_cluster() {
+	local name=$1 port=$2 settings=${3:-}
+	local secret
+	CLUSTER_DIR=$(postgres_owned_copy "$name")
+	CLUSTER_DATA=$CLUSTER_DIR/cluster/data
+	CLUSTER_PORT=$port
+	secret=$CLUSTER_DIR/secrets/server.key
+	trap stop_throwaway_cluster EXIT
+
+	write_server_secret "$secret"
+	as_postgres initdb -D "$CLUSTER_DATA" -A peer --no-instructions >/dev/null
+	as_postgres tee -a "$CLUSTER_DATA/postgresql.conf" >/dev/null <<CONF
+port = $port
+listen_addresses = ''
+unix_socket_directories = '$CLUSTER_DIR'
+shared_preload_libraries = 'pgcrypt_at_rest'
+pgcrypt_at_rest.server_key_file = '$secret'
+$settings
+CONF
+	as_postgres pg_ctl -D "$CLUSTER_DATA" -l "$CLUSTER_DIR/server.log" -w start >/dev/null
+}
+
+# shellcheck disable=SC2317 # called by the trap
+stop_throwaway_cluster() {
+	if [ "${KEEP_CLUSTER:-}" = 1 ]; then
+		echo "kept: cluster $CLUSTER_DATA on port $CLUSTER_PORT, socket directory $CLUSTER_DIR" >&2
+		return
+	fi
+	as_postgres pg_ctl -D "$CLUSTER_DATA" -m immediate stop >/dev/null 2>&1 || true
+	rm -rf "$CLUSTER_DIR"
+}

@@ -10,28 +10,13 @@ need_root
 install_dependencies
 build_and_install
 
-work=$(postgres_owned_copy demo)
-data=$work/cluster/data
-secret=$work/secrets/server.key
-trap 'as_postgres pg_ctl -D "$data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-
-log "generating the server secret in $secret (outside the data directory, mode 0600)"
-write_server_secret "$secret"
-
-log "starting a throwaway cluster on port $DEMO_PORT, socket directory $work"
-as_postgres initdb -D "$data" -A peer --no-instructions >/dev/null
-as_postgres tee -a "$data/postgresql.conf" >/dev/null <<CONF
-port = $DEMO_PORT
-listen_addresses = ''
-unix_socket_directories = '$work'
-shared_preload_libraries = 'pgcrypt_at_rest'
-pgcrypt_at_rest.server_key_file = '$secret'
+log "starting a throwaway cluster on port $DEMO_PORT, with a fresh server secret outside its data directory"
 # quick rotation for the demonstration; the defaults are 60s, 100ms and 7d
-pgcrypt_at_rest.worker_naptime = '1s'
+start_throwaway_cluster demo "$DEMO_PORT" "pgcrypt_at_rest.worker_naptime = '1s'
 pgcrypt_at_rest.rotation_delay = 0
-pgcrypt_at_rest.destroy_grace = 0
-CONF
-as_postgres pg_ctl -D "$data" -l "$work/server.log" -w start >/dev/null
+pgcrypt_at_rest.destroy_grace = 0"
+work=$CLUSTER_DIR
+data=$CLUSTER_DATA
 
 log "running the demonstration"
 as_postgres psql -X -h "$work" -p "$DEMO_PORT" -d postgres -v ON_ERROR_STOP=1 \
