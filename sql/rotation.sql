@@ -52,6 +52,8 @@ SELECT pgcrypt_at_rest.set_column_context('bound', 'nope', 'pg_catalog.int4send(
 SELECT pgcrypt_at_rest.set_column_context('plain', 'note', 'pg_catalog.int4send(id)');
 SELECT pgcrypt_at_rest.set_column_context('bound', 'v', 'int4send(no_such_column)');
 SELECT pgcrypt_at_rest.set_column_context('bound', 'v', 'this is not sql');
+SELECT pgcrypt_at_rest.set_column_context('bound', 'v', 'pg_catalog.int4send(id)); DROP TABLE plain; SELECT (1');
+SELECT pgcrypt_at_rest.set_column_context('bound', 'v', 'pg_catalog.int4send(id)) -- ');
 SELECT pgcrypt_at_rest.set_column_context(NULL, 'v', 'x');
 CREATE ROLE regress_rot_other;
 SET ROLE regress_rot_other;
@@ -125,6 +127,18 @@ ROLLBACK;
 
 -- a drain with nothing to do
 SELECT pgcrypt_at_rest.drain() AS nothing;
+
+-- triggers that fire in replica mode would run during re-encryption: refused
+CREATE TABLE always_fires (id int, v pgcrypt_at_rest.encrypted);
+INSERT INTO always_fires VALUES (1, pgcrypt_at_rest.encrypt('a', 'rot'));
+CREATE TRIGGER refuse BEFORE UPDATE ON always_fires FOR EACH ROW EXECUTE FUNCTION refuse_update();
+ALTER TABLE always_fires ENABLE ALWAYS TRIGGER refuse;
+SELECT pgcrypt_at_rest.rotate_keyring('rot') > 0 AS rotated;
+SELECT pgcrypt_at_rest.drain();
+ALTER TABLE always_fires ENABLE TRIGGER refuse;
+SELECT pgcrypt_at_rest.drain() > 0 AS drained;
+SELECT pgcrypt_at_rest.decrypt_text(v) FROM always_fires;
+DROP TABLE always_fires;
 
 -- a context declared for one owner is not run as the next one
 CREATE ROLE regress_rot_owner;

@@ -26,14 +26,20 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/heapam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_am.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "storage/itemptr.h"
+#include "storage/procarray.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/acl.h"
@@ -203,7 +209,8 @@ find_encrypted_columns(int *ncolumns)
 					 "  JOIN pg_catalog.pg_class c ON c.oid" EQ "a.attrelid"
 					 "  JOIN types ON a.atttypid" EQ "types.oid"
 					 " WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped"
-					 "   AND c.relkind OPERATOR(pg_catalog.=) ANY ('{r,m}')"
+					 "   AND (c.relkind OPERATOR(pg_catalog.=) 'r'"
+					 "        OR (c.relkind OPERATOR(pg_catalog.=) 'm' AND c.relispopulated))"
 					 "   AND c.relpersistence OPERATOR(pg_catalog.<>) 't'"
 					 "   AND c.relnamespace OPERATOR(pg_catalog.<>) '" PCAR_SCHEMA "'::pg_catalog.regnamespace"
 					 " ORDER BY 1, 2",
@@ -364,13 +371,8 @@ context_expression(const DrainColumn *column, const char *schema_name, const cha
 /*
  * Counts values per key in one column, as the table's owner; adds them to
  * counts[] (parallel to keys[]).
- *
- * Before a key is destroyed the count must also see rows that transactions
- * still in progress have written: a transaction that began after a round
- * started can copy a value that a waited-for one committed, and if the
- * source is overwritten before the count, the only copy left is
- * uncommitted.  A dirty snapshot counts it (and rows being deleted), so
- * what a later transaction could copy is always counted.
+ * These counts feed rotation_status; the count that decides destruction is
+ * count_key_versions().
  *
  * Counting runs as the key tables' owner, a superuser, not as the table's:
  * row-level security forced on the table could hide rows from its owner,
@@ -378,8 +380,7 @@ context_expression(const DrainColumn *column, const char *schema_name, const cha
  * a scan of ONLY the table calling key_id() on a column.
  */
 static void
-count_column(const DrainColumn *column, const int32 *key_ids, int nkeys, int64 *counts,
-			 bool include_uncommitted)
+count_column(const DrainColumn *column, const int32 *key_ids, int nkeys, int64 *counts)
 {
 	char	   *relation,
 			   *attname,
@@ -398,24 +399,7 @@ count_column(const DrainColumn *column, const int32 *key_ids, int nkeys, int64 *
 				   " FROM ONLY %s WHERE " PCAR_SCHEMA ".key_id(%s)" EQ "ANY ($1)"
 				   " GROUP BY 1",
 				   attname, relation, attname);
-	if (include_uncommitted)
-	{
-		SnapshotData dirty;
-		SPIPlanPtr	plan;
-
-		/* a dirty snapshot cannot be shared with parallel workers */
-		(void) set_config_option("max_parallel_workers_per_gather", "0",
-								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-		memset(&dirty, 0, sizeof(dirty));	/* it is copied whole when pushed */
-		InitDirtySnapshot(dirty);
-		plan = SPI_prepare(sql, 1, types);
-		if (plan == NULL ||
-			SPI_execute_snapshot(plan, values, NULL, &dirty, InvalidSnapshot,
-								 true, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not count the values under deprecated keys");
-	}
-	else
-		pcar_spi_execute(sql, SPI_OK_SELECT, 1, types, values);
+	pcar_spi_execute(sql, SPI_OK_SELECT, 1, types, values);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -429,6 +413,64 @@ count_column(const DrainColumn *column, const int32 *key_ids, int nkeys, int64 *
 	pcar_restricted_end(&r);
 }
 
+/*
+ * Values under the key in one column, counting every row version that is
+ * not dead to every snapshot: live rows, rows written or being deleted by
+ * transactions in progress, and rows a still-running snapshot can see
+ * although they were deleted or updated since.  Such a version can still be
+ * read, and copied, so its key must stay.  Scanning every version also
+ * catches a row that an UPDATE moves behind the scan while it runs: its old
+ * version is still there, not yet dead to this transaction's own snapshot.
+ * Read directly, as no SQL snapshot shows all of this; no user code runs.
+ */
+static int64
+count_key_versions(const DrainColumn *column, int32 key_id)
+{
+	Relation	rel = try_table_open(column->relid, AccessShareLock);
+	TableScanDesc scan;
+	HeapTuple	tuple;
+	TransactionId oldest_xmin;
+	int64		count = 0;
+
+	if (rel == NULL)
+		return 0;				/* dropped since: nothing left in it */
+	if (rel->rd_rel->relam != HEAP_TABLE_AM_OID)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot count the values of table \"%s\": only the heap access method is supported",
+						RelationGetRelationName(rel))));
+
+	oldest_xmin = GetOldestNonRemovableTransactionId(rel);
+	scan = table_beginscan(rel, SnapshotAny, 0, NULL);
+	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Buffer		buffer = ((HeapScanDesc) scan)->rs_cbuf;
+		HTSV_Result state;
+		bool		isnull;
+		Datum		value;
+
+		CHECK_FOR_INTERRUPTS();
+		LockBuffer(buffer, BUFFER_LOCK_SHARE);
+		state = HeapTupleSatisfiesVacuum(tuple, oldest_xmin, buffer);
+		LockBuffer(buffer, BUFFER_LOCK_UNLOCK);
+		if (state == HEAPTUPLE_DEAD)
+			continue;
+
+		value = heap_getattr(tuple, column->attnum, RelationGetDescr(rel), &isnull);
+		if (!isnull)
+		{
+			Encrypted  *header = (Encrypted *) PG_DETOAST_DATUM_SLICE(value, 0, PCAR_HEADER_BYTES);
+
+			if (ENCRYPTED_LEN(header) >= PCAR_HEADER_BYTES &&
+				(int32) pcar_ciphertext_key_id(ENCRYPTED_DATA(header)) == key_id)
+				count++;
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return count;
+}
+
 int64
 pcar_count_key_values(int32 key_id)
 {
@@ -436,8 +478,11 @@ pcar_count_key_values(int32 key_id)
 	DrainColumn *columns = find_encrypted_columns(&ncolumns);
 	int64		total = 0;
 
+	/* an MVCC snapshot of our own holds back what may count as dead */
+	PushActiveSnapshot(GetTransactionSnapshot());
 	for (int c = 0; c < ncolumns; c++)
-		count_column(&columns[c], &key_id, 1, &total, true);
+		total += count_key_versions(&columns[c], key_id);
+	PopActiveSnapshot();
 	return total;
 }
 
@@ -480,7 +525,7 @@ record_counts(DrainColumn *columns, int ncolumns, DrainKey *keys, int nkeys, boo
 		char		nulls[6] = "      ";
 
 		memset(counts, 0, sizeof(int64) * Max(nkeys, 1));
-		count_column(&columns[c], key_ids, nkeys, counts, false);
+		count_column(&columns[c], key_ids, nkeys, counts);
 
 		pcar_restricted_begin(&r, pcar_store_owner());
 		for (int k = 0; k < nkeys; k++)
@@ -574,6 +619,37 @@ find_key(DrainKey *keys, int nkeys, int32 key_id)
 }
 
 /*
+ * Triggers and rules set ENABLE ALWAYS or ENABLE REPLICA fire in replica
+ * mode too: they would run, as the table's owner, during re-encryption.
+ */
+static void
+refuse_replica_mode_code(Oid relid)
+{
+	PcarRestricted r;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	bool		found;
+
+	pcar_restricted_begin(&r, pcar_store_owner());
+	pcar_spi_execute("SELECT FROM pg_catalog.pg_trigger"
+					 " WHERE tgrelid" EQ "$1 AND NOT tgisinternal"
+					 "   AND tgenabled OPERATOR(pg_catalog.=) ANY ('{A,R}')"
+					 " UNION ALL SELECT FROM pg_catalog.pg_rewrite"
+					 " WHERE ev_class" EQ "$1 AND ev_enabled OPERATOR(pg_catalog.=) ANY ('{A,R}')"
+					 "   AND rulename OPERATOR(pg_catalog.<>) '_RETURN'",
+					 SPI_OK_SELECT, 1, types, values);
+	found = SPI_processed > 0;
+	pcar_restricted_end(&r);
+	if (found)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot re-encrypt table \"%s\": it has triggers or rules that fire in replica mode",
+						get_rel_name(relid)),
+				 errdetail("Triggers or rules set ENABLE ALWAYS or ENABLE REPLICA would run during re-encryption."),
+				 errhint("Set them ENABLE (origin only) while the keys drain, or re-encrypt the column with an UPDATE of your own.")));
+}
+
+/*
  * One batch on one column, from the row after *position; returns the number
  * of rows locked, and moves *position to the last one.
  */
@@ -612,9 +688,9 @@ reencrypt_batch(const DrainColumn *column, ItemPointer position, DrainKey *keys,
 	select_values[1] = int4_array(usable_ids, nusable);
 	select_values[2] = Int64GetDatum(pcar_rotation_batch_size);
 
+	refuse_replica_mode_code(column->relid);
 	pcar_restricted_begin(&r, pcar_relation_owner(column->relid));
-	(void) set_config_option("session_replication_role", "replica",
-							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	/* the owner's context expression runs in the session's usual mode */
 	pcar_spi_execute(psprintf("SELECT ctid, %s, %s FROM ONLY %s"
 							  " WHERE ctid OPERATOR(pg_catalog.>) $1"
 							  "   AND " PCAR_SCHEMA ".key_id(%s)" EQ "ANY ($2)"
@@ -684,17 +760,28 @@ reencrypt_batch(const DrainColumn *column, ItemPointer position, DrainKey *keys,
 	{
 		Oid			update_types[2] = {TIDARRAYOID, get_array_type(encrypted_oid)};
 		Datum		update_values[2];
+		int			guc_level;
 
 		update_values[0] = PointerGetDatum(construct_array(tids, nupdates, TIDOID,
 														   sizeof(ItemPointerData), false,
 														   TYPALIGN_SHORT));
 		update_values[1] = PointerGetDatum(construct_array(new_values, nupdates, encrypted_oid,
 														   -1, false, TYPALIGN_INT));
+
+		/*
+		 * Replica mode for this statement only, so that the table's user
+		 * triggers and rules do not fire; tables with triggers or rules that
+		 * fire in that mode were refused above.
+		 */
+		guc_level = NewGUCNestLevel();
+		(void) set_config_option("session_replication_role", "replica",
+								 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 		pcar_spi_execute(psprintf("UPDATE ONLY %s AS t SET %s = v.value"
 								  " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS v(tid, value)"
 								  " WHERE t.ctid" EQ "v.tid",
 								  relation, attname),
 						 SPI_OK_UPDATE, 2, update_types, update_values);
+		AtEOXact_GUC(false, guc_level);
 	}
 	pcar_restricted_end(&r);
 	return nrows;

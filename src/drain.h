@@ -20,7 +20,7 @@ typedef struct PcarDrainResult
  */
 extern void pcar_drain_batch(PcarDrainResult *result, List *exclude_keys);
 
-/* Values under the key in every encrypted column, committed or still in progress. */
+/* Versions of rows under the key in every encrypted column that any snapshot may still read. */
 extern int64 pcar_count_key_values(int32 key_id);
 
 /* After an error in a batch: note it on the column and move past the column. */

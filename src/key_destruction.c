@@ -120,12 +120,18 @@ pcar_destruction_round_keys(void)
 	return keys;
 }
 
-void
+/*
+ * At most one round is finished per call (its count scans every table), and
+ * it leaves the list before it is finished: if that fails, the round is
+ * dropped, and the key's next pass starts another.
+ */
+List *
 pcar_destruction_step(void)
 {
 	List	   *due = pcar_store_keys_past_grace(pcar_destroy_grace);
-	List	   *remaining_rounds = NIL;
 	ListCell   *cell;
+	Round	   *ready = NULL;
+	List	   *destroyed = NIL;
 
 	/* drained keys whose grace is over get their final round */
 	pcar_destruction_schedule(due);
@@ -136,20 +142,21 @@ pcar_destruction_step(void)
 
 		if (round_waits_over(round, false))
 		{
-			(void) finish_round(round->key_id);
-			pfree(round->vxids);
-			pfree(round);
-		}
-		else
-		{
-			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-			remaining_rounds = lappend(remaining_rounds, round);
-			MemoryContextSwitchTo(old);
+			ready = round;
+			rounds = foreach_delete_current(rounds, cell);
+			break;
 		}
 	}
-	list_free(rounds);
-	rounds = remaining_rounds;
+	if (ready != NULL)
+	{
+		int32		key_id = ready->key_id;
+
+		pfree(ready->vxids);
+		pfree(ready);
+		if (finish_round(key_id))
+			destroyed = lappend_int(destroyed, key_id);
+	}
+	return destroyed;
 }
 
 List *

@@ -13,8 +13,8 @@ extern void pcar_destruction_schedule(List *key_ids);
 /* Worker: keys in a round, which passes leave alone. */
 extern List *pcar_destruction_round_keys(void);
 
-/* Worker, in a transaction: finish the rounds whose waits are over. */
-extern void pcar_destruction_step(void);
+/* Worker, in a transaction: finish a round whose wait is over; returns keys destroyed. */
+extern List *pcar_destruction_step(void);
 
 /* SQL: the same protocol, waiting for older transactions; returns destroyed ids. */
 extern List *pcar_destroy_drained_keys(void);

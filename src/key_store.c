@@ -499,8 +499,6 @@ pcar_store_destroy_key(int32 key_id)
 	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".rotation_progress WHERE key_id" EQ "$1",
 					 SPI_OK_DELETE, 1, types, values);
 	store_end(&session);
-	ereport(LOG,
-			(errmsg("pgcrypt_at_rest destroyed key %d: no value needs it any more", key_id)));
 }
 
 void

@@ -27,6 +27,7 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -218,7 +219,9 @@ pcar_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyT
 	{
 		Oid			dboid = get_database_oid(dbname, true);
 
-		if (OidIsValid(dboid) && dboid != MyDatabaseId)
+		/* only for a role the statement can succeed for: anyone else could stop it */
+		if (OidIsValid(dboid) && dboid != MyDatabaseId &&
+			pg_database_ownercheck(dboid, GetUserId()))
 			(void) pcar_shared_stop_worker(dboid, STOP_WORKER_TIMEOUT_MS);
 	}
 

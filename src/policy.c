@@ -31,7 +31,7 @@ pcar_persist_encryption_counts(void)
 	} while (n == COUNTS_PER_CALL);
 }
 
-void
+bool
 pcar_apply_rotation_policies(void)
 {
 	List	   *due = pcar_store_keyrings_due();
@@ -46,4 +46,5 @@ pcar_apply_rotation_policies(void)
 				(errmsg("pgcrypt_at_rest rotated keyring \"%s\" as its policy asks; the new key is %d",
 						keyring, key_id)));
 	}
+	return due != NIL;
 }

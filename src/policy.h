@@ -9,7 +9,7 @@
 /* Worker, in a transaction: writes counts from shared memory to data_key. */
 extern void pcar_persist_encryption_counts(void);
 
-/* Worker, in a transaction: rotates keyrings whose policy says so. */
-extern void pcar_apply_rotation_policies(void);
+/* Worker, in a transaction: rotates keyrings whose policy says so; true if any. */
+extern bool pcar_apply_rotation_policies(void);
 
 #endif							/* PCAR_POLICY_H */

@@ -312,16 +312,24 @@ pcar_shared_clear_stale_stop_requests(TimestampTz now, int naptime_ms)
 	LWLockRelease(shared->lock);
 }
 
-/* Encryptions counted by this backend and not yet added to shared memory. */
-static int32 pending_key_id = 0;
-static uint64 pending_count = 0;
+/*
+ * Encryptions counted by this backend and not yet added to shared memory:
+ * a few keys at a time (rows often have a column per keyring), flushed at
+ * transaction end or when a count or the table fills.
+ */
+#define PENDING_KEYS	8
+#define PENDING_FLUSH	1024
+
+static int32 pending_key_ids[PENDING_KEYS];
+static uint64 pending_counts[PENDING_KEYS];
+static int	npending = 0;
 
 static void
 flush_pending_encryptions(void)
 {
-	if (pending_count > 0)
-		pcar_shared_add_encryptions(MyDatabaseId, pending_key_id, pending_count);
-	pending_count = 0;
+	for (int i = 0; i < npending; i++)
+		pcar_shared_add_encryptions(MyDatabaseId, pending_key_ids[i], pending_counts[i]);
+	npending = 0;
 }
 
 static void
@@ -366,13 +374,22 @@ register_xact_callback(void)
 void
 pcar_count_encryption(int32 key_id)
 {
-	if (unlikely(key_id != pending_key_id || pending_count >= 1024))
+	int			i;
+
+	for (i = 0; i < npending; i++)
+		if (pending_key_ids[i] == key_id)
+			break;
+	if (unlikely(i == npending))
 	{
 		register_xact_callback();
-		flush_pending_encryptions();
-		pending_key_id = key_id;
+		if (npending == PENDING_KEYS)
+			flush_pending_encryptions();
+		i = npending++;
+		pending_key_ids[i] = key_id;
+		pending_counts[i] = 0;
 	}
-	pending_count++;
+	if (unlikely(++pending_counts[i] >= PENDING_FLUSH))
+		flush_pending_encryptions();
 }
 
 void

@@ -12,6 +12,8 @@
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "parser/parser.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -104,21 +106,7 @@ encrypt_common(FunctionCallInfo fcinfo, const uint8 *plaintext, size_t plaintext
 	PG_RETURN_ENCRYPTED_P(result);
 }
 
-Datum
-pcar_encrypt_text(PG_FUNCTION_ARGS)
-{
-	text	   *plaintext;
-
-	require_not_null(fcinfo, 1, "keyring");
-	require_not_null(fcinfo, 2, "context");
-	if (PG_ARGISNULL(0))
-		PG_RETURN_NULL();
-	plaintext = PG_GETARG_TEXT_PP(0);
-
-	return encrypt_common(fcinfo, (const uint8 *) VARDATA_ANY(plaintext),
-						  VARSIZE_ANY_EXHDR(plaintext));
-}
-
+/* text and bytea share one layout: the bytes of either are encrypted */
 Datum
 pcar_encrypt_bytea(PG_FUNCTION_ARGS)
 {
@@ -132,6 +120,12 @@ pcar_encrypt_bytea(PG_FUNCTION_ARGS)
 
 	return encrypt_common(fcinfo, (const uint8 *) VARDATA_ANY(plaintext),
 						  VARSIZE_ANY_EXHDR(plaintext));
+}
+
+Datum
+pcar_encrypt_text(PG_FUNCTION_ARGS)
+{
+	return pcar_encrypt_bytea(fcinfo);
 }
 
 /* Returns the plaintext as a varlena (bytea and text share the layout). */
@@ -281,6 +275,32 @@ pcar_alter_keyring(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* Parses "SELECT (expression)"; a syntax error is returned in *problem. */
+static List *
+parse_select_of(const char *expression, char **problem)
+{
+	MemoryContext context = CurrentMemoryContext;
+	List	   *volatile parsed = NIL;
+
+	*problem = NULL;
+	/* parsing only allocates memory: its error can be caught here */
+	PG_TRY();
+	{
+		parsed = raw_parser(psprintf("SELECT (%s)", expression), RAW_PARSE_DEFAULT);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *error;
+
+		MemoryContextSwitchTo(context);
+		error = CopyErrorData();
+		FlushErrorState();
+		*problem = error->message;
+	}
+	PG_END_TRY();
+	return parsed;
+}
+
 /*
  * Declares that the context of a column's values is an expression over its
  * row, so the rotation worker can re-encrypt them.  Only the table's owner
@@ -319,6 +339,28 @@ pcar_set_column_context(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("column \"%s\" is not of type pgcrypt_at_rest.encrypted", column)));
+
+	/*
+	 * Exactly one expression: the worker splices it into its own query, so a
+	 * text that closes the parenthesis and adds statements must not pass.
+	 */
+	if (expression != NULL)
+	{
+		char	   *problem;
+		List	   *parsed = parse_select_of(expression, &problem);
+		SelectStmt *select;
+
+		select = list_length(parsed) == 1 ?
+			(SelectStmt *) ((RawStmt *) linitial(parsed))->stmt : NULL;
+		if (select == NULL || !IsA(select, SelectStmt) || list_length(select->targetList) != 1 ||
+			select->fromClause != NIL || select->whereClause != NULL ||
+			strstr(expression, "--") != NULL || strstr(expression, "/*") != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("context_expression must be a single SQL expression"),
+					 problem ? errdetail("%s.", problem) : 0,
+					 errhint("For example 'pg_catalog.int8send(id)'.")));
+	}
 
 	/* the expression must be valid SQL over the row, giving bytea */
 	if (expression != NULL)

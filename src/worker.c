@@ -46,7 +46,9 @@ typedef enum StepKind
 typedef struct StepState
 {
 	bool		installed;
+	bool		rotated;		/* a policy rotated a keyring */
 	PcarDrainResult drain;
+	List	   *destroyed;		/* key ids, logged once committed */
 } StepState;
 
 /* True when the extension, at a version with rotation, is in this database. */
@@ -71,10 +73,16 @@ run_step_body(StepKind kind, StepState *state, MemoryContext loop_context)
 			break;
 		case STEP_POLICIES:
 			pcar_persist_encryption_counts();
-			pcar_apply_rotation_policies();
+			state->rotated = pcar_apply_rotation_policies();
 			break;
 		case STEP_DESTRUCTION:
-			pcar_destruction_step();
+			{
+				List	   *destroyed = pcar_destruction_step();
+				MemoryContext old = MemoryContextSwitchTo(loop_context);
+
+				state->destroyed = list_copy(destroyed);
+				MemoryContextSwitchTo(old);
+			}
 			break;
 		case STEP_DRAIN:
 			pcar_drain_batch(&state->drain, pcar_destruction_round_keys());
@@ -142,6 +150,10 @@ pcar_worker_main(Datum main_arg)
 	MemoryContext loop_context;
 	TimestampTz last_policy_check = 0;
 	StepState	state;
+	bool		pass_running = false;
+	int64		pass_reencrypted = 0;
+	int			idle_passes = 0;
+	TimestampTz next_pass_at = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -163,6 +175,8 @@ pcar_worker_main(Datum main_arg)
 		long		sleep_ms = pcar_worker_naptime * 1000L;
 		TimestampTz now;
 
+		/* a cancel aimed at a step that already ended must not end the worker */
+		QueryCancelPending = false;
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -190,30 +204,62 @@ pcar_worker_main(Datum main_arg)
 		now = GetCurrentTimestamp();
 		if (TimestampDifferenceExceeds(last_policy_check, now, pcar_worker_naptime * 1000))
 		{
-			run_step(STEP_POLICIES, "applying rotation policies", &state, loop_context);
+			if (run_step(STEP_POLICIES, "applying rotation policies", &state, loop_context) &&
+				state.rotated)
+				next_pass_at = 0;
 			last_policy_check = now;
 		}
 
-		run_step(STEP_DESTRUCTION, "destroying drained keys", &state, loop_context);
-		if (run_step(STEP_DRAIN, "re-encrypting values under deprecated keys", &state, loop_context))
+		if (run_step(STEP_DESTRUCTION, "destroying drained keys", &state, loop_context))
 		{
-			if (state.drain.drained_keys != NIL)
-				pcar_destruction_schedule(state.drain.drained_keys);
-			if (state.drain.pass_running)
-				sleep_ms = pcar_rotation_delay;
-		}
-		else
-			sleep_ms = Max(pcar_rotation_delay, 1000L);	/* the failing column was skipped */
+			ListCell   *cell;
 
-		/* rounds wait for other transactions: look again soon */
+			foreach(cell, state.destroyed)
+				ereport(LOG,
+						(errmsg("pgcrypt_at_rest destroyed key %d: no value needs it any more",
+								lfirst_int(cell))));
+		}
+		/*
+		 * A pass in progress goes on batch by batch.  A new pass waits a nap
+		 * after the last one, longer (up to 16 naps) after passes that
+		 * re-encrypted nothing, such as those finding only values it cannot
+		 * rotate: each pass counts every table.  Being woken starts one now.
+		 */
+		if (pass_running || now >= next_pass_at)
+		{
+			if (run_step(STEP_DRAIN, "re-encrypting values under deprecated keys", &state, loop_context))
+			{
+				if (state.drain.drained_keys != NIL)
+					pcar_destruction_schedule(state.drain.drained_keys);
+				pass_reencrypted += state.drain.reencrypted;
+				pass_running = state.drain.pass_running;
+			}
+			else
+				pass_running = true;	/* the failing column was skipped */
+			if (!pass_running)
+			{
+				idle_passes = pass_reencrypted > 0 ? 0 : Min(idle_passes + 1, 4);
+				pass_reencrypted = 0;
+				next_pass_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														   (int64) pcar_worker_naptime * 1000 << idle_passes);
+			}
+		}
+		if (pass_running)
+			sleep_ms = pcar_rotation_delay;
+
+		/* rounds wait for other transactions: look again each second */
 		if (pcar_destruction_round_keys() != NIL)
-			sleep_ms = Min(sleep_ms, 200L);
+			sleep_ms = Min(sleep_ms, 1000L);
 
 		if (sleep_ms > 0)
 		{
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 sleep_ms, PG_WAIT_EXTENSION);
+			int			events = WaitLatch(MyLatch,
+										   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+										   sleep_ms, PG_WAIT_EXTENSION);
+
 			ResetLatch(MyLatch);
+			if (events & WL_LATCH_SET)
+				next_pass_at = 0;	/* rotate_keyring() or the like: work to do */
 		}
 	}
 }
