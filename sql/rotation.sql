@@ -159,6 +159,20 @@ SELECT count(*) FILTER (WHERE pgcrypt_at_rest.key_id(v) = :rot_key3
 DROP TABLE handed_over;
 DROP ROLE regress_rot_owner;
 
+-- a temporary table's values cannot be counted: while it exists, no key goes
+CREATE TABLE kept_values (v pgcrypt_at_rest.encrypted);
+INSERT INTO kept_values SELECT pgcrypt_at_rest.encrypt('k', 'rot');
+CREATE TEMP TABLE stash AS SELECT v FROM kept_values;
+SELECT pgcrypt_at_rest.rotate_keyring('rot') > 0 AS rotated;
+SELECT pgcrypt_at_rest.drain() AS reencrypted;
+SELECT pgcrypt_at_rest.destroy_drained_keys() AS destroyed;
+SELECT column_name, last_error LIKE 'a temporary table:%' AS reported
+  FROM pgcrypt_at_rest.rotation_status WHERE table_name = 'stash'::regclass;
+SELECT pgcrypt_at_rest.decrypt_text(v) AS still_readable FROM stash;
+DROP TABLE stash;
+SELECT cardinality(pgcrypt_at_rest.destroy_drained_keys()) AS destroyed;
+DROP TABLE kept_values;
+
 -- management functions are not for PUBLIC
 SELECT p.oid::regprocedure AS function, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace

@@ -190,8 +190,13 @@ open_drain_keys(DrainKey *keys, int nkeys)
 	return buffer;
 }
 
+/*
+ * Columns of type encrypted (or a domain over it): those a pass visits, or
+ * with uncountable, those it cannot: in foreign tables and in temporary
+ * tables (of any session), whose values no count can see.
+ */
 static DrainColumn *
-find_encrypted_columns(int *ncolumns)
+encrypted_columns(int *ncolumns, bool uncountable)
 {
 	PcarRestricted r;
 	Oid			types[1] = {OIDOID};
@@ -200,7 +205,21 @@ find_encrypted_columns(int *ncolumns)
 
 	/* catalogs only: any role may read them */
 	pcar_restricted_begin(&r, GetUserId());
-	pcar_spi_execute("WITH RECURSIVE types(oid) AS ("
+	pcar_spi_execute(uncountable ?
+					 "WITH RECURSIVE types(oid) AS ("
+					 "  SELECT $1"
+					 "  UNION SELECT t.oid FROM pg_catalog.pg_type t, types"
+					 "   WHERE t.typbasetype" EQ "types.oid AND t.typtype" EQ "'d')"
+					 " SELECT a.attrelid, a.attnum, c.relkind"
+					 "  FROM pg_catalog.pg_attribute a"
+					 "  JOIN pg_catalog.pg_class c ON c.oid" EQ "a.attrelid"
+					 "  JOIN types ON a.atttypid" EQ "types.oid"
+					 " WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped"
+					 "   AND (c.relkind OPERATOR(pg_catalog.=) 'f'"
+					 "        OR (c.relkind OPERATOR(pg_catalog.=) ANY ('{r,m}')"
+					 "            AND c.relpersistence OPERATOR(pg_catalog.=) 't'))"
+					 " ORDER BY 1, 2" :
+					 "WITH RECURSIVE types(oid) AS ("
 					 "  SELECT $1"
 					 "  UNION SELECT t.oid FROM pg_catalog.pg_type t, types"
 					 "   WHERE t.typbasetype" EQ "types.oid AND t.typtype" EQ "'d')"
@@ -255,7 +274,7 @@ columns_of_pass(TimestampTz pass_started_at, int *ncolumns)
 {
 	if (pass_columns == NULL || pass_columns_for != pass_started_at)
 	{
-		DrainColumn *found = find_encrypted_columns(ncolumns);
+		DrainColumn *found = encrypted_columns(ncolumns, false);
 
 		if (pass_columns != NULL)
 			pfree(pass_columns);
@@ -475,9 +494,15 @@ int64
 pcar_count_key_values(int32 key_id)
 {
 	int			ncolumns;
-	DrainColumn *columns = find_encrypted_columns(&ncolumns);
+	DrainColumn *columns;
 	int64		total = 0;
 
+	/* a value the count cannot see may be there: keep every key */
+	(void) encrypted_columns(&ncolumns, true);
+	if (ncolumns > 0)
+		return -1;
+
+	columns = encrypted_columns(&ncolumns, false);
 	/* an MVCC snapshot of our own holds back what may count as dead */
 	PushActiveSnapshot(GetTransactionSnapshot());
 	for (int c = 0; c < ncolumns; c++)
@@ -568,9 +593,37 @@ record_counts(DrainColumn *columns, int ncolumns, DrainKey *keys, int nkeys, boo
 	}
 
 	if (pass_end)
-		for (int k = 0; k < nkeys; k++)
+	{
+		int			nuncountable;
+		DrainColumn *uncountable = encrypted_columns(&nuncountable, true);
+
+		/* shown on every key: none is destroyed while such a column exists */
+		pcar_restricted_begin(&r, pcar_store_owner());
+		for (int c = 0; c < nuncountable; c++)
+			for (int k = 0; k < nkeys; k++)
+			{
+				Oid			types[4] = {INT4OID, OIDOID, INT2OID, TEXTOID};
+				Datum		values[4];
+
+				values[0] = Int32GetDatum(keys[k].key_id);
+				values[1] = ObjectIdGetDatum(uncountable[c].relid);
+				values[2] = Int16GetDatum(uncountable[c].attnum);
+				values[3] = CStringGetTextDatum(uncountable[c].relkind == 'f' ?
+												"a foreign table: its values cannot be counted, so no deprecated key is destroyed while it has this column" :
+												"a temporary table: its values cannot be counted, so no deprecated key is destroyed while it exists");
+				pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".rotation_progress AS p"
+								 " (key_id, relid, attnum, last_error, last_error_at)"
+								 " VALUES ($1, $2, $3, $4, pg_catalog.now())"
+								 " ON CONFLICT (key_id, relid, attnum) DO UPDATE SET"
+								 "   last_error = $4, last_error_at = pg_catalog.now()",
+								 SPI_OK_INSERT, 4, types, values);
+			}
+		pcar_restricted_end(&r);
+
+		for (int k = 0; k < nkeys && nuncountable == 0; k++)
 			if (totals[k] == 0)
 				*drained_keys = lappend_int(*drained_keys, keys[k].key_id);
+	}
 }
 
 static void

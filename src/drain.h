@@ -20,7 +20,10 @@ typedef struct PcarDrainResult
  */
 extern void pcar_drain_batch(PcarDrainResult *result, List *exclude_keys);
 
-/* Versions of rows under the key in every encrypted column that any snapshot may still read. */
+/*
+ * Versions of rows under the key in every encrypted column that any snapshot
+ * may still read; -1 if a foreign or temporary table has such a column.
+ */
 extern int64 pcar_count_key_values(int32 key_id);
 
 /* After an error in a batch: note it on the column and move past the column. */

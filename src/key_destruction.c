@@ -77,7 +77,8 @@ finish_round(int32 key_id)
 {
 	int64		remaining = pcar_count_key_values(key_id);
 
-	if (remaining > 0)
+	/* -1: a foreign or temporary table may hold some; keep the key */
+	if (remaining != 0)
 	{
 		pcar_store_set_drained(key_id, false, 0);
 		return false;
@@ -185,7 +186,7 @@ pcar_destroy_drained_keys(void)
 		int32		key_id = lfirst_int(cell);
 		Round	   *round;
 
-		if (pcar_count_key_values(key_id) > 0)
+		if (pcar_count_key_values(key_id) != 0)
 			continue;
 		round = start_round(key_id, CurrentMemoryContext);
 		(void) round_waits_over(round, true);
