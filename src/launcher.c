@@ -28,6 +28,7 @@
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -39,6 +40,55 @@
 #define STOP_WORKER_TIMEOUT_MS	10000
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
+
+/*
+ * When the launcher last started a worker for each database, in its own
+ * memory: shared slots are only for running workers, so databases without
+ * the extension (whose workers leave at once) never use one up.
+ */
+typedef struct LastStart
+{
+	Oid			dboid;			/* hash key */
+	TimestampTz at;
+	int			naps;			/* wait this many naps before the next start */
+	bool		failure_logged;
+} LastStart;
+
+static HTAB *last_starts = NULL;
+
+/*
+ * A worker that is not running any more left (most often: no extension
+ * there), so each start waits twice as long as the last, up to 16 naps;
+ * CREATE EXTENSION asks for a start at once and resets it.
+ */
+static LastStart *
+start_due(Oid dboid, TimestampTz now, int naptime_ms, bool force)
+{
+	LastStart  *entry;
+	bool		found;
+
+	if (last_starts == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(LastStart);
+		last_starts = hash_create("pgcrypt_at_rest launcher starts", 64, &ctl,
+								  HASH_ELEM | HASH_BLOBS);
+	}
+	entry = hash_search(last_starts, &dboid, HASH_ENTER, &found);
+	if (!found || force)
+	{
+		entry->naps = 1;
+		entry->failure_logged = false;
+	}
+	else if (!TimestampDifferenceExceeds(entry->at, now, naptime_ms * entry->naps))
+		return NULL;
+	else if (entry->at != 0)
+		entry->naps = Min(entry->naps * 2, 16);
+	entry->at = now;
+	return entry;
+}
 
 static void
 register_launcher(void)
@@ -57,7 +107,7 @@ register_launcher(void)
 }
 
 static bool
-start_worker(Oid dboid)
+start_worker(Oid dboid, LastStart *entry)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
@@ -75,11 +125,16 @@ start_worker(Oid dboid)
 
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
 	{
-		ereport(LOG,
-				(errmsg("pgcrypt_at_rest could not start a rotation worker for database %u", dboid),
-				 errhint("Raise max_worker_processes: the launcher needs one per database with the extension.")));
+		if (!entry->failure_logged)
+			ereport(LOG,
+					(errmsg("pgcrypt_at_rest could not start a rotation worker for database %u", dboid),
+					 errhint("Raise max_worker_processes: the launcher needs one per database with the extension.")));
+		entry->failure_logged = true;
+		entry->at = 0;			/* not started: due again next time */
+		entry->naps = 1;
 		return false;
 	}
+	entry->failure_logged = false;
 	return true;
 }
 
@@ -161,9 +216,14 @@ pcar_launcher_main(Datum main_arg)
 		pcar_shared_clear_stale_stop_requests(now, naptime_ms);
 		for (int i = 0; i < count; i++)
 		{
-			if (pcar_shared_note_worker_start(dboids[i], now, naptime_ms,
-											  dboids[i] == requested))
-				start_worker(dboids[i]);
+			LastStart  *entry;
+
+			if (!pcar_shared_may_start_worker(dboids[i]))
+				continue;
+			entry = start_due(dboids[i], now, naptime_ms, dboids[i] == requested);
+			/* no free slot: the others wait for the next round too */
+			if (entry != NULL && !start_worker(dboids[i], entry))
+				break;
 		}
 
 		pgstat_report_activity(STATE_IDLE, NULL);

@@ -30,7 +30,7 @@ typedef struct WorkerSlot
 	Oid			dboid;			/* InvalidOid: free */
 	pid_t		pid;			/* 0: no worker running */
 	Latch	   *latch;
-	TimestampTz last_start;		/* when the launcher last started one */
+	TimestampTz last_start;		/* when a stop was last requested */
 	bool		stop_requested;
 } WorkerSlot;
 
@@ -183,28 +183,18 @@ pcar_shared_worker_running(Oid dboid)
 	return running;
 }
 
-/*
- * Decides whether the launcher should start a worker for the database now:
- * not when one runs, nor within a nap of the last start (a worker exits at
- * once where the extension is not installed), unless forced.
- */
+/* No worker runs there and none is being kept away (DROP DATABASE and friends). */
 bool
-pcar_shared_note_worker_start(Oid dboid, TimestampTz now, int naptime_ms, bool force)
+pcar_shared_may_start_worker(Oid dboid)
 {
 	WorkerSlot *slot;
-	bool		start = false;
+	bool		may;
 
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	slot = find_slot(dboid, true);
-	if (slot != NULL && slot->pid == 0 && !slot->stop_requested &&
-		(force || slot->last_start == 0 ||
-		 TimestampDifferenceExceeds(slot->last_start, now, naptime_ms)))
-	{
-		slot->last_start = now;
-		start = true;
-	}
+	LWLockAcquire(shared->lock, LW_SHARED);
+	slot = find_slot(dboid, false);
+	may = slot == NULL || (slot->pid == 0 && !slot->stop_requested);
 	LWLockRelease(shared->lock);
-	return start;
+	return may;
 }
 
 static void
@@ -217,8 +207,14 @@ worker_exit(int code, Datum arg)
 	slot = find_slot(dboid, false);
 	if (slot != NULL && slot->pid == MyProcPid)
 	{
-		slot->pid = 0;
-		slot->latch = NULL;
+		/* slots are for running workers: free it, unless it keeps one away */
+		if (slot->stop_requested)
+		{
+			slot->pid = 0;
+			slot->latch = NULL;
+		}
+		else
+			memset(slot, 0, sizeof(WorkerSlot));
 	}
 	LWLockRelease(shared->lock);
 }
@@ -240,6 +236,10 @@ pcar_shared_claim_worker_slot(Oid dboid)
 	LWLockRelease(shared->lock);
 	if (claimed)
 		before_shmem_exit(worker_exit, ObjectIdGetDatum(dboid));
+	else if (slot == NULL)
+		ereport(LOG,
+				(errmsg("pgcrypt_at_rest: no free worker slot for database %u", dboid),
+				 errhint("More databases run rotation workers than max_worker_processes allows.")));
 	return claimed;
 }
 
@@ -307,7 +307,11 @@ pcar_shared_clear_stale_stop_requests(TimestampTz now, int naptime_ms)
 
 		if (slot->stop_requested &&
 			TimestampDifferenceExceeds(slot->last_start, now, naptime_ms))
+		{
 			slot->stop_requested = false;
+			if (slot->pid == 0)
+				memset(slot, 0, sizeof(WorkerSlot));
+		}
 	}
 	LWLockRelease(shared->lock);
 }

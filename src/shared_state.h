@@ -19,7 +19,7 @@ extern Oid	pcar_shared_take_start_request(void);
 
 /* Worker slots; each database has at most one worker. */
 extern bool pcar_shared_worker_running(Oid dboid);
-extern bool pcar_shared_note_worker_start(Oid dboid, TimestampTz now, int naptime_ms, bool force);
+extern bool pcar_shared_may_start_worker(Oid dboid);
 extern bool pcar_shared_claim_worker_slot(Oid dboid);
 extern void pcar_shared_forget_databases_except(const Oid *dboids, int count);
 /* Asks the database's worker to exit and waits for it; true if none is left. */

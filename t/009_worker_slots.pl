@@ -1,0 +1,44 @@
+# With few background worker slots and many databases, the databases without
+# the extension must not keep the one with it from getting its worker: their
+# workers leave at once and hold no slot.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+use PcarTestUtils;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+# the launcher and the logical replication launcher take two of the three
+my ($node) = preloaded_node(
+	'slots', conf => qq{
+max_worker_processes = 3
+pgcrypt_at_rest.worker_naptime = '1s'
+});
+$node->start;
+
+$node->safe_psql('postgres', "CREATE DATABASE empty$_") for 1 .. 5;
+$node->safe_psql('postgres', 'CREATE DATABASE wanted');
+$node->safe_psql('wanted', 'CREATE EXTENSION pgcrypt_at_rest');
+
+ok( wait_for(
+		$node, 'postgres',
+		q{SELECT count(*) FROM pg_stat_activity
+		   WHERE backend_type = 'pgcrypt_at_rest worker' AND datname = 'wanted'},
+		'1', 60, 'a worker for "wanted"'),
+	'the database with the extension gets its worker despite five without it');
+
+# it keeps it: the empty databases' short-lived workers never displace it
+sleep(3);
+is( $node->safe_psql(
+		'postgres',
+		q{SELECT count(*) FROM pg_stat_activity
+		   WHERE backend_type = 'pgcrypt_at_rest worker' AND datname = 'wanted'}),
+	'1', 'the worker of "wanted" is still running a few naps later');
+ok(!$node->log_contains(qr/no free worker slot/), 'no worker went without a slot of the extension');
+
+$node->stop;
+done_testing();
