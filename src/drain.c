@@ -39,6 +39,7 @@
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "storage/itemptr.h"
+#include "storage/lock.h"
 #include "storage/procarray.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -840,11 +841,25 @@ reencrypt_batch(const DrainColumn *column, ItemPointer position, DrainKey *keys,
 	return nrows;
 }
 
+/*
+ * One drainer at a time per database, until its transaction ends: the
+ * worker's batches and drain() would otherwise collide on rotation_pass
+ * while holding locks on user rows.
+ */
+static bool
+lock_drain(bool wait)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0x70636172, 1, 2);
+	return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
+}
+
 void
-pcar_drain_batch(PcarDrainResult *result, List *exclude_keys)
+pcar_drain_batch(PcarDrainResult *result, List *exclude_keys, bool wait)
 {
 	int			nkeys;
-	DrainKey   *keys = load_drain_keys(exclude_keys, &nkeys);
+	DrainKey   *keys;
 	int			ncolumns;
 	DrainColumn *columns;
 	PassCursor	cursor;
@@ -856,6 +871,12 @@ pcar_drain_batch(PcarDrainResult *result, List *exclude_keys)
 	result->drained_keys = NIL;
 	current_relid = InvalidOid;
 
+	if (!lock_drain(wait))
+	{
+		result->pass_running = true;	/* someone else drains: try again soon */
+		return;
+	}
+	keys = load_drain_keys(exclude_keys, &nkeys);
 	read_cursor(&cursor);
 	if (nkeys == 0)
 	{

@@ -17,8 +17,10 @@ typedef struct PcarDrainResult
 /*
  * Runs one batch of the current pass (starting a pass if none is under
  * way), in the caller's transaction.  Keys in exclude_keys are left alone.
+ * Without wait, returns at once (pass_running set) if another transaction
+ * is draining this database.
  */
-extern void pcar_drain_batch(PcarDrainResult *result, List *exclude_keys);
+extern void pcar_drain_batch(PcarDrainResult *result, List *exclude_keys, bool wait);
 
 /*
  * Versions of rows under the key in every encrypted column that any snapshot

@@ -389,7 +389,7 @@ pcar_drain(PG_FUNCTION_ARGS)
 	do
 	{
 		CHECK_FOR_INTERRUPTS();
-		pcar_drain_batch(&result, NIL);
+		pcar_drain_batch(&result, NIL, true);
 		total += result.reencrypted;
 	} while (result.pass_running);
 	PG_RETURN_INT64(total);

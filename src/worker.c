@@ -85,7 +85,7 @@ run_step_body(StepKind kind, StepState *state, MemoryContext loop_context)
 			}
 			break;
 		case STEP_DRAIN:
-			pcar_drain_batch(&state->drain, pcar_destruction_round_keys());
+			pcar_drain_batch(&state->drain, pcar_destruction_round_keys(), false);
 			/* the list must outlive the transaction */
 			{
 				MemoryContext old = MemoryContextSwitchTo(loop_context);
