@@ -191,6 +191,18 @@ open_drain_keys(DrainKey *keys, int nkeys)
 	return buffer;
 }
 
+/* Columns whose type is $1 or a domain over it, recursively. */
+#define COLUMNS_OF_ENCRYPTED_TYPES \
+	"WITH RECURSIVE types(oid) AS (" \
+	"  SELECT $1" \
+	"  UNION SELECT t.oid FROM pg_catalog.pg_type t, types" \
+	"   WHERE t.typbasetype" EQ "types.oid AND t.typtype" EQ "'d')" \
+	" SELECT a.attrelid, a.attnum, c.relkind" \
+	"  FROM pg_catalog.pg_attribute a" \
+	"  JOIN pg_catalog.pg_class c ON c.oid" EQ "a.attrelid" \
+	"  JOIN types ON a.atttypid" EQ "types.oid" \
+	" WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped"
+
 /*
  * Columns of type encrypted (or a domain over it): those a pass visits, or
  * with uncountable, those it cannot: in foreign tables and in temporary
@@ -207,28 +219,12 @@ encrypted_columns(int *ncolumns, bool uncountable)
 	/* catalogs only: any role may read them */
 	pcar_restricted_begin(&r, GetUserId());
 	pcar_spi_execute(uncountable ?
-					 "WITH RECURSIVE types(oid) AS ("
-					 "  SELECT $1"
-					 "  UNION SELECT t.oid FROM pg_catalog.pg_type t, types"
-					 "   WHERE t.typbasetype" EQ "types.oid AND t.typtype" EQ "'d')"
-					 " SELECT a.attrelid, a.attnum, c.relkind"
-					 "  FROM pg_catalog.pg_attribute a"
-					 "  JOIN pg_catalog.pg_class c ON c.oid" EQ "a.attrelid"
-					 "  JOIN types ON a.atttypid" EQ "types.oid"
-					 " WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped"
+					 COLUMNS_OF_ENCRYPTED_TYPES
 					 "   AND (c.relkind OPERATOR(pg_catalog.=) 'f'"
 					 "        OR (c.relkind OPERATOR(pg_catalog.=) ANY ('{r,m}')"
 					 "            AND c.relpersistence OPERATOR(pg_catalog.=) 't'))"
 					 " ORDER BY 1, 2" :
-					 "WITH RECURSIVE types(oid) AS ("
-					 "  SELECT $1"
-					 "  UNION SELECT t.oid FROM pg_catalog.pg_type t, types"
-					 "   WHERE t.typbasetype" EQ "types.oid AND t.typtype" EQ "'d')"
-					 " SELECT a.attrelid, a.attnum, c.relkind"
-					 "  FROM pg_catalog.pg_attribute a"
-					 "  JOIN pg_catalog.pg_class c ON c.oid" EQ "a.attrelid"
-					 "  JOIN types ON a.atttypid" EQ "types.oid"
-					 " WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped"
+					 COLUMNS_OF_ENCRYPTED_TYPES
 					 "   AND (c.relkind OPERATOR(pg_catalog.=) 'r'"
 					 "        OR (c.relkind OPERATOR(pg_catalog.=) 'm' AND c.relispopulated))"
 					 "   AND c.relpersistence OPERATOR(pg_catalog.<>) 't'"
