@@ -699,6 +699,25 @@ refuse_replica_mode_code(Oid relid)
 				 errhint("Set them ENABLE (origin only) while the keys drain, or re-encrypt the column with an UPDATE of your own.")));
 }
 
+/* Encrypts under the key's replacement; the plaintext is wiped even on error. */
+static void
+seal_then_wipe(uint8 *out, const DrainKey *key, uint8 *plaintext, size_t plaintext_len,
+			   const uint8 *ctx, size_t ctx_len)
+{
+	PG_TRY();
+	{
+		pcar_ciphertext_seal(out, (uint32) key->new_key_id, key->new_key,
+							 plaintext, plaintext_len, ctx, ctx_len);
+	}
+	PG_CATCH();
+	{
+		pcar_wipe(plaintext, plaintext_len);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	pcar_wipe(plaintext, plaintext_len);
+}
+
 /*
  * One batch on one column, from the row after *position; returns the number
  * of rows locked, and moves *position to the last one.
@@ -778,7 +797,9 @@ reencrypt_batch(const DrainColumn *column, ItemPointer position, DrainKey *keys,
 			continue;
 
 		plaintext_len = pcar_ciphertext_plaintext_len(len);
+		/* both buffers first; the plaintext is wiped whatever happens next */
 		plaintext = palloc(Max(plaintext_len, 1));
+		reencrypted = palloc(VARHDRSZ + PCAR_OVERHEAD + plaintext_len);
 		if (!pcar_ciphertext_open(plaintext, data, len, key->old_key, ctx, ctx_len))
 		{
 			key->failed++;
@@ -788,13 +809,12 @@ reencrypt_batch(const DrainColumn *column, ItemPointer position, DrainKey *keys,
 				"the column's context was declared when the table had another owner: declare it again with pgcrypt_at_rest.set_column_context()" :
 				"could not decrypt without a context: declare the column's context with pgcrypt_at_rest.set_column_context()";
 			pfree(plaintext);
+			pfree(reencrypted);
 			continue;
 		}
-		reencrypted = palloc(VARHDRSZ + PCAR_OVERHEAD + plaintext_len);
 		SET_VARSIZE(reencrypted, VARHDRSZ + PCAR_OVERHEAD + plaintext_len);
-		pcar_ciphertext_seal((uint8 *) VARDATA(reencrypted), (uint32) key->new_key_id,
-							 key->new_key, plaintext, plaintext_len, ctx, ctx_len);
-		pcar_wipe(plaintext, plaintext_len);
+		seal_then_wipe((uint8 *) VARDATA(reencrypted), key, plaintext, plaintext_len,
+					   ctx, ctx_len);
 		pfree(plaintext);
 		/* not counted toward max_encryptions: a copy of existing data, which
 		 * would otherwise rotate a keyring with more values than its limit
