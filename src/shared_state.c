@@ -170,19 +170,6 @@ find_slot(Oid dboid, bool create)
 	return create ? free_slot : NULL;
 }
 
-bool
-pcar_shared_worker_running(Oid dboid)
-{
-	WorkerSlot *slot;
-	bool		running;
-
-	LWLockAcquire(shared->lock, LW_SHARED);
-	slot = find_slot(dboid, false);
-	running = slot != NULL && slot->pid != 0;
-	LWLockRelease(shared->lock);
-	return running;
-}
-
 /* No worker runs there and none is being kept away (DROP DATABASE and friends). */
 bool
 pcar_shared_may_start_worker(Oid dboid)

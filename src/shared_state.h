@@ -18,7 +18,6 @@ extern void pcar_shared_wake_launcher(Oid dboid);
 extern Oid	pcar_shared_take_start_request(void);
 
 /* Worker slots; each database has at most one worker. */
-extern bool pcar_shared_worker_running(Oid dboid);
 extern bool pcar_shared_may_start_worker(Oid dboid);
 extern bool pcar_shared_claim_worker_slot(Oid dboid);
 extern void pcar_shared_forget_databases_except(const Oid *dboids, int count);
