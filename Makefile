@@ -21,10 +21,16 @@ OBJS = \
 	src/drain.o \
 	src/key_destruction.o \
 	src/policy.o \
+	src/encrypted_values.o \
+	src/encrypted_columns.o \
+	src/value_census.o \
+	src/row_rewrite.o \
+	src/context_expression.o \
 	src/sql_functions.o
 
 EXTENSION = pgcrypt_at_rest
-DATA = sql/pgcrypt_at_rest--1.0.sql sql/pgcrypt_at_rest--1.0--1.1.sql
+DATA = sql/pgcrypt_at_rest--1.0.sql sql/pgcrypt_at_rest--1.0--1.1.sql \
+	sql/pgcrypt_at_rest--1.1--1.2.sql
 PGFILEDESC = "pgcrypt_at_rest - encrypted columns with sealed, rotating data keys"
 
 # Regression tests need the library preloaded and a server secret: scripts/test.sh

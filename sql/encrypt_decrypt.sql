@@ -25,11 +25,11 @@ SELECT count(*) AS lengths,
   FROM sweep;
 -- and at every length a flipped tag, last ciphertext byte or context byte fails
 SELECT count(*) FILTER (WHERE sqlstate_of(format('SELECT pgcrypt_at_rest.decrypt(%L::bytea::pgcrypt_at_rest.encrypted, %L::bytea)',
-								set_byte(e, octet_length(e) - 1, get_byte(e, octet_length(e) - 1) # 128), ctx)) LIKE 'XX001%') AS bad_tag,
+								set_byte(e, octet_length(e) - 1, get_byte(e, octet_length(e) - 1) # 128), ctx)) LIKE '22000%') AS bad_tag,
 	   count(*) FILTER (WHERE n = 0 OR sqlstate_of(format('SELECT pgcrypt_at_rest.decrypt(%L::bytea::pgcrypt_at_rest.encrypted, %L::bytea)',
-								set_byte(e, 28 + n, get_byte(e, 28 + n) # 1), ctx)) LIKE 'XX001%') AS bad_ciphertext,
+								set_byte(e, 28 + n, get_byte(e, 28 + n) # 1), ctx)) LIKE '22000%') AS bad_ciphertext,
 	   count(*) FILTER (WHERE sqlstate_of(format('SELECT pgcrypt_at_rest.decrypt(%L::bytea::pgcrypt_at_rest.encrypted, %L::bytea)',
-								e, ctx || '\x00'::bytea)) LIKE 'XX001%') AS bad_context
+								e, ctx || '\x00'::bytea)) LIKE '22000%') AS bad_context
   FROM sweep;
 DROP TABLE sweep;
 

@@ -13,7 +13,21 @@ SELECT pgcrypt_at_rest.rotate_keyring('old') > 0 AS rotated;
 ALTER EXTENSION pgcrypt_at_rest UPDATE TO '1.1';
 SELECT extversion FROM pg_extension WHERE extname = 'pgcrypt_at_rest';
 SELECT count(*) FILTER (WHERE pgcrypt_at_rest.decrypt_text(v) = 'kept ' || i) AS decrypts FROM kept;
-SELECT keyring, status, encryptions, drained_at FROM pgcrypt_at_rest.keys ORDER BY key_id;
+-- keys still work at 1.1; rotation waits for the objects of this library's version
+SELECT pgcrypt_at_rest.rotate_keyring('old') > 0 AS rotated;
+SELECT pgcrypt_at_rest.drain() AS reencrypted;
+-- declarations as 1.1 stored them, by owner name; one for a role since dropped
+CREATE TABLE declared (id int, v pgcrypt_at_rest.encrypted);
+INSERT INTO pgcrypt_at_rest.column_context VALUES
+	('public', 'declared', 'v', 'pg_catalog.int4send(id)', current_user),
+	('public', 'orphaned', 'v', 'pg_catalog.int4send(id)', 'regress_no_such_role');
+ALTER EXTENSION pgcrypt_at_rest UPDATE TO '1.2';
+SELECT extversion FROM pg_extension WHERE extname = 'pgcrypt_at_rest';
+-- keys made before the upgrade are this database's own: not held as restored
+SELECT keyring, status, encryptions, drained_at, restored FROM pgcrypt_at_rest.keys ORDER BY key_id;
+-- owners are roles now; a declaration for a role that is gone could never run again
+SELECT table_name, pg_typeof(table_owner), table_owner = current_user::regrole AS declared_for_me
+  FROM pgcrypt_at_rest.column_context;
 SELECT pgcrypt_at_rest.drain() AS reencrypted;
 SELECT pgcrypt_at_rest.destroy_drained_keys() AS destroyed;
 SELECT status FROM pgcrypt_at_rest.keys ORDER BY key_id;

@@ -38,6 +38,24 @@ pcar_ciphertext_check(const uint8 *data, size_t len, int sqlstate)
 				 errdetail_internal("%s", problem)));
 }
 
+void
+pcar_ciphertext_check_size(size_t len)
+{
+	if (len > PCAR_MAX_VALUE_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("encrypted value too long"),
+				 errdetail("The value is %zu bytes; at most %zu are accepted.",
+						   len, (size_t) PCAR_MAX_VALUE_BYTES)));
+}
+
+void
+pcar_ciphertext_check_input(const uint8 *data, size_t len, int sqlstate)
+{
+	pcar_ciphertext_check_size(len);
+	pcar_ciphertext_check(data, len, sqlstate);
+}
+
 /*
  * The associated data is header || context.  Without a context the header
  * inside the value is used in place, saving a copy on the per-row path.

@@ -21,16 +21,28 @@
 #define PCAR_OVERHEAD		(PCAR_HEADER_BYTES + PCAR_NONCE_BYTES + PCAR_TAG_BYTES)
 
 /*
- * Largest plaintext whose value still has a text form ("enc:" + base64 +
- * NUL) within MaxAllocSize, so that COPY and pg_dump can always write it.
+ * Largest value accepted on the way in (text and binary input, the bytea
+ * cast, encrypt()).  Its text form ("enc:", base64, NUL) stays 1 MB below
+ * PostgreSQL's 1 GB allocation limit, leaving room for the rest of a COPY
+ * row that holds it, so that pg_dump can write it and a restore read it.
+ * Values made by earlier versions under the old, higher limit still
+ * decrypt; they are only refused on the way in.
  */
-#define PCAR_MAX_PLAINTEXT	((MaxAllocSize - 5) / 4 * 3 - PCAR_OVERHEAD)
+#define PCAR_MAX_TEXT_BYTES		(MaxAllocSize - 1024 * 1024)
+#define PCAR_MAX_VALUE_BYTES	((PCAR_MAX_TEXT_BYTES - 5) / 4 * 3)
+#define PCAR_MAX_PLAINTEXT		(PCAR_MAX_VALUE_BYTES - PCAR_OVERHEAD)
 
 /* Why a byte string is not a well-formed value, or NULL when it is. */
 extern const char *pcar_ciphertext_problem(const uint8 *data, size_t len);
 
 /* Validates, raising errcode with a detail saying what is wrong. */
 extern void pcar_ciphertext_check(const uint8 *data, size_t len, int sqlstate);
+
+/* pcar_ciphertext_check, and the size limit of every way in. */
+extern void pcar_ciphertext_check_input(const uint8 *data, size_t len, int sqlstate);
+
+/* Errors if a value of len bytes is over PCAR_MAX_VALUE_BYTES. */
+extern void pcar_ciphertext_check_size(size_t len);
 
 static inline uint32
 pcar_ciphertext_key_id(const uint8 *data)

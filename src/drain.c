@@ -3,65 +3,65 @@
  *		Finding every value under a deprecated key and re-encrypting it under
  *		its keyring's active key.
  *
- * A pass visits every column of type encrypted (or a domain over it) in
- * tables, partitions and inheritance children, in (table, column) order,
- * and each column in physical order through a TID range scan.  A batch is one
- * statement locking at most rotation_batch_size rows with FOR UPDATE SKIP
- * LOCKED (rows an application holds are left for the next pass), the
- * re-encryption in C, and one UPDATE joining on ctid.  Where the pass stands
- * is kept in rotation_pass, updated in the batch's own transaction, so a
- * crash resumes from the last committed batch.
+ * A pass visits every column that can hold encrypted values (of the type, a
+ * domain over it, or an array or composite type containing it at any
+ * depth: encrypted_columns.c) in tables, partitions and inheritance
+ * children, in (table, column) order, and each column in physical order.
+ * A batch reads the table's heap from where the last one stopped, keeps up
+ * to rotation_batch_size rows holding a value under a deprecated key, locks
+ * each (skipping rows an application holds: the next pass finds them),
+ * re-encrypts its values in C, and writes the row back in place without
+ * triggers or rules (row_rewrite.c).  Where the pass stands is kept in
+ * rotation_pass, updated in the batch's own transaction, so a crash resumes
+ * from the last committed batch.
  *
- * The worker is not the application: user statements run as the table's
- * owner in a security-restricted context with search_path pinned, and with
- * session_replication_role = replica so that user triggers and rules do not
- * fire (ENABLE ALWAYS ones excepted, as for logical replication).  Only the
- * encrypted column is assigned.
+ * Whose rights: the counts read heaps directly (value_census.c) and run no
+ * user code.  A batch runs as the table's owner in a security-restricted
+ * context with pinned settings (restricted.c); the owner's code that runs
+ * is the column's context expression, its domain constraints, the table's
+ * CHECK constraints, generated columns, partition bound and index
+ * expressions and predicates.  No SQL is planned on the user's table.
  *
  * A value bound to a context can be re-encrypted only if the column
- * declares where its context comes from (column_context, an expression over
- * the row).  Values that cannot be re-encrypted are counted with the reason
- * in rotation_progress and keep their key alive.
+ * declares where its context comes from (context_expression.c).  Values
+ * that cannot be re-encrypted are counted with the reason in
+ * rotation_progress and keep their key alive.
  */
 #include "postgres.h"
 
-#include "access/xact.h"
-#include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
-#include "catalog/pg_am.h"
-#include "catalog/namespace.h"
+#include "access/xact.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "lib/stringinfo.h"
 #include "miscadmin.h"
-#include "storage/bufmgr.h"
 #include "storage/itemptr.h"
+#include "storage/lmgr.h"
 #include "storage/lock.h"
-#include "storage/procarray.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/acl.h"
-#include "utils/guc.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
-#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "ciphertext.h"
+#include "context_expression.h"
 #include "drain.h"
+#include "encrypted_columns.h"
 #include "encrypted_type.h"
+#include "encrypted_values.h"
 #include "guc.h"
 #include "key_cache.h"
 #include "key_store.h"
 #include "pgcrypt_at_rest.h"
 #include "restricted.h"
+#include "row_rewrite.h"
 #include "shared_state.h"
 #include "sodium_provider.h"
+#include "value_census.h"
 
 #define EQ " OPERATOR(pg_catalog.=) "
 
@@ -74,39 +74,14 @@ typedef struct DrainKey
 	int32		new_key_id;
 	uint8	   *old_key;		/* both in the batch's locked buffer */
 	uint8	   *new_key;
-	int64		reencrypted;	/* in this batch */
+	int64		reencrypted;	/* values, in this batch */
 	int64		failed;
 	const char *failure_reason;
 } DrainKey;
 
-typedef struct DrainColumn
-{
-	Oid			relid;
-	int16		attnum;
-	char		relkind;
-} DrainColumn;
-
 /* The column a batch is working on, for pcar_drain_note_error(). */
 static Oid	current_relid = InvalidOid;
 static int16 current_attnum = 0;
-
-static Oid
-encrypted_type_oid(void)
-{
-	return GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
-						   CStringGetDatum("encrypted"),
-						   ObjectIdGetDatum(get_namespace_oid(PCAR_SCHEMA, false)));
-}
-
-static Datum
-int4_array(int32 *values, int n)
-{
-	Datum	   *datums = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		datums[i] = Int32GetDatum(values[i]);
-	return PointerGetDatum(construct_array(datums, n, INT4OID, 4, true, TYPALIGN_INT));
-}
 
 /* Deprecated keys still being drained, minus the excluded ones. */
 static DrainKey *
@@ -191,60 +166,37 @@ open_drain_keys(DrainKey *keys, int nkeys)
 	return buffer;
 }
 
-/* Columns whose type is $1 or a domain over it, recursively. */
-#define COLUMNS_OF_ENCRYPTED_TYPES \
-	"WITH RECURSIVE types(oid) AS (" \
-	"  SELECT $1" \
-	"  UNION SELECT t.oid FROM pg_catalog.pg_type t, types" \
-	"   WHERE t.typbasetype" EQ "types.oid AND t.typtype" EQ "'d')" \
-	" SELECT a.attrelid, a.attnum, c.relkind" \
-	"  FROM pg_catalog.pg_attribute a" \
-	"  JOIN pg_catalog.pg_class c ON c.oid" EQ "a.attrelid" \
-	"  JOIN types ON a.atttypid" EQ "types.oid" \
-	" WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped"
-
 /*
- * Columns of type encrypted (or a domain over it): those a pass visits, or
- * with uncountable, those it cannot: in foreign tables and in temporary
- * tables (of any session), whose values no count can see.
+ * The columns of the current pass that can be read and rewritten, found
+ * when it starts: the catalog query is the most expensive statement of a
+ * batch in a database with many tables.  A column created during the pass
+ * waits for the next one; every count before a key is destroyed looks for
+ * columns afresh.
  */
-static DrainColumn *
-encrypted_columns(int *ncolumns, bool uncountable)
+static PcarColumn *pass_columns = NULL;
+static int	pass_ncolumns = 0;
+static TimestampTz pass_columns_for = 0;
+
+static PcarColumn *
+columns_of_pass(TimestampTz pass_started_at, int *ncolumns)
 {
-	PcarRestricted r;
-	Oid			types[1] = {OIDOID};
-	Datum		values[1] = {ObjectIdGetDatum(encrypted_type_oid())};
-	DrainColumn *columns;
-
-	/* catalogs only: any role may read them */
-	pcar_restricted_begin(&r, GetUserId());
-	pcar_spi_execute(uncountable ?
-					 COLUMNS_OF_ENCRYPTED_TYPES
-					 "   AND (c.relkind OPERATOR(pg_catalog.=) 'f'"
-					 "        OR (c.relkind OPERATOR(pg_catalog.=) ANY ('{r,m}')"
-					 "            AND c.relpersistence OPERATOR(pg_catalog.=) 't'))"
-					 " ORDER BY 1, 2" :
-					 COLUMNS_OF_ENCRYPTED_TYPES
-					 "   AND (c.relkind OPERATOR(pg_catalog.=) 'r'"
-					 "        OR (c.relkind OPERATOR(pg_catalog.=) 'm' AND c.relispopulated))"
-					 "   AND c.relpersistence OPERATOR(pg_catalog.<>) 't'"
-					 "   AND c.relnamespace OPERATOR(pg_catalog.<>) '" PCAR_SCHEMA "'::pg_catalog.regnamespace"
-					 " ORDER BY 1, 2",
-					 SPI_OK_SELECT, 1, types, values);
-	columns = MemoryContextAlloc(r.caller_context, sizeof(DrainColumn) * Max(SPI_processed, 1));
-	*ncolumns = SPI_processed;
-	for (uint64 i = 0; i < SPI_processed; i++)
+	if (pass_columns == NULL || pass_columns_for != pass_started_at)
 	{
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
+		int			nfound;
+		PcarColumn *found = pcar_encrypted_columns(&nfound);
+		const char *reason;
 
-		columns[i].relid = DatumGetObjectId(SPI_getbinval(tuple, desc, 1, &isnull));
-		columns[i].attnum = DatumGetInt16(SPI_getbinval(tuple, desc, 2, &isnull));
-		columns[i].relkind = DatumGetChar(SPI_getbinval(tuple, desc, 3, &isnull));
+		if (pass_columns != NULL)
+			pfree(pass_columns);
+		pass_columns = MemoryContextAlloc(TopMemoryContext, sizeof(PcarColumn) * Max(nfound, 1));
+		pass_ncolumns = 0;
+		for (int c = 0; c < nfound; c++)
+			if (pcar_column_is_readable(&found[c], &reason))
+				pass_columns[pass_ncolumns++] = found[c];
+		pass_columns_for = pass_started_at;
 	}
-	pcar_restricted_end(&r);
-	return columns;
+	*ncolumns = pass_ncolumns;
+	return pass_columns;
 }
 
 typedef struct PassCursor
@@ -255,35 +207,6 @@ typedef struct PassCursor
 	ItemPointerData after;		/* resume after this row of the column's table */
 	TimestampTz started_at;		/* identifies the pass */
 } PassCursor;
-
-/*
- * The columns of the current pass, found when it starts: the catalog query
- * is the most expensive statement of a batch in a database with many
- * tables.  A column created during the pass waits for the next one; the
- * count before a key is destroyed looks for columns afresh.
- */
-static DrainColumn *pass_columns = NULL;
-static int	pass_ncolumns = 0;
-static TimestampTz pass_columns_for = 0;
-
-static DrainColumn *
-columns_of_pass(TimestampTz pass_started_at, int *ncolumns)
-{
-	if (pass_columns == NULL || pass_columns_for != pass_started_at)
-	{
-		DrainColumn *found = encrypted_columns(ncolumns, false);
-
-		if (pass_columns != NULL)
-			pfree(pass_columns);
-		pass_columns = MemoryContextAlloc(TopMemoryContext,
-										  sizeof(DrainColumn) * Max(*ncolumns, 1));
-		memcpy(pass_columns, found, sizeof(DrainColumn) * *ncolumns);
-		pass_ncolumns = *ncolumns;
-		pass_columns_for = pass_started_at;
-	}
-	*ncolumns = pass_ncolumns;
-	return pass_columns;
-}
 
 static void
 read_cursor(PassCursor *cursor)
@@ -331,300 +254,155 @@ write_cursor(const PassCursor *cursor, bool new_pass)
 	pcar_restricted_end(&r);
 }
 
-/* "schema.table" and "column", quoted, or false if the column is gone. */
-static bool
-column_names(const DrainColumn *column, char **relation, char **attname,
-			 char **schema_name, char **table_name)
+/* Columns c.. of the same table as columns[c]. */
+static int
+columns_of_table(const PcarColumn *columns, int ncolumns, int c)
 {
-	char	   *rel = get_rel_name(column->relid);
-	char	   *att = get_attname(column->relid, column->attnum, true);
-	Oid			nsp = get_rel_namespace(column->relid);
+	int			n = 1;
 
-	if (rel == NULL || att == NULL || !OidIsValid(nsp))
-		return false;
-	*schema_name = get_namespace_name(nsp);
-	*table_name = rel;
-	if (*schema_name == NULL)
-		return false;
-	*relation = quote_qualified_identifier(*schema_name, rel);
-	*attname = pstrdup(quote_identifier(att));
-	return *schema_name != NULL;
+	while (c + n < ncolumns && columns[c + n].relid == columns[c].relid)
+		n++;
+	return n;
 }
 
-/*
- * The declared context expression of a column, or NULL.  A declaration made
- * for another owner of the table is not used (*stale is set): it would run
- * with the rights of whoever owns the table now.
- */
-static char *
-context_expression(const DrainColumn *column, const char *schema_name, const char *table_name,
-				   const char *column_name, bool *stale)
-{
-	PcarRestricted r;
-	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[3] = {CStringGetTextDatum(schema_name), CStringGetTextDatum(table_name),
-	CStringGetTextDatum(column_name)};
-	char	   *expression = NULL;
-	char	   *owner = GetUserNameFromId(pcar_relation_owner(column->relid), false);
-
-	*stale = false;
-	pcar_restricted_begin(&r, pcar_store_owner());
-	pcar_spi_execute("SELECT context_expression, table_owner FROM " PCAR_SCHEMA ".column_context"
-					 " WHERE table_schema" EQ "$1 AND table_name" EQ "$2 AND column_name" EQ "$3",
-					 SPI_OK_SELECT, 3, types, values);
-	if (SPI_processed > 0)
-	{
-		if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2), owner) == 0)
-			expression = MemoryContextStrdup(r.caller_context,
-											 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
-		else
-			*stale = true;
-	}
-	pcar_restricted_end(&r);
-	return expression;
-}
-
-/*
- * Counts values per key in one column, as the table's owner; adds them to
- * counts[] (parallel to keys[]).
- * These counts feed rotation_status; the count that decides destruction is
- * count_key_versions().
- *
- * Counting runs as the key tables' owner, a superuser, not as the table's:
- * row-level security forced on the table could hide rows from its owner,
- * and a key destroyed under hidden rows loses them.  No user code runs:
- * a scan of ONLY the table calling key_id() on a column.
- */
 static void
-count_column(const DrainColumn *column, const int32 *key_ids, int nkeys, int64 *counts)
+record_count(const PcarColumn *column, const DrainKey *key, int64 count, bool pass_end,
+			 const char *reason)
 {
-	char	   *relation,
-			   *attname,
-			   *schema_name,
-			   *table_name;
-	PcarRestricted r;
-	Oid			types[1] = {INT4ARRAYOID};
-	Datum		values[1];
-	char	   *sql;
+	Oid			types[6] = {INT4OID, OIDOID, INT2OID, INT8OID, BOOLOID, TEXTOID};
+	Datum		values[6];
+	char		nulls[6] = "      ";
 
-	if (nkeys == 0 || !column_names(column, &relation, &attname, &schema_name, &table_name))
-		return;
-	values[0] = int4_array((int32 *) key_ids, nkeys);
-	pcar_restricted_begin(&r, pcar_store_owner());
-	sql = psprintf("SELECT " PCAR_SCHEMA ".key_id(%s), pg_catalog.count(*)"
-				   " FROM ONLY %s WHERE " PCAR_SCHEMA ".key_id(%s)" EQ "ANY ($1)"
-				   " GROUP BY 1",
-				   attname, relation, attname);
-	pcar_spi_execute(sql, SPI_OK_SELECT, 1, types, values);
-	for (uint64 i = 0; i < SPI_processed; i++)
+	values[0] = Int32GetDatum(key->key_id);
+	values[1] = ObjectIdGetDatum(column->relid);
+	values[2] = Int16GetDatum(column->attnum);
+	values[3] = Int64GetDatum(count);
+	values[4] = BoolGetDatum(pass_end);
+	values[5] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+	nulls[5] = reason ? ' ' : 'n';
+	pcar_spi_execute_nulls(
+			"INSERT INTO " PCAR_SCHEMA ".rotation_progress AS p"
+			" (key_id, relid, attnum, remaining, unrotatable, unrotatable_reason, counted_at)"
+			" VALUES ($1, $2, $3, $4,"
+			"   CASE WHEN $5 AND $6 IS NOT NULL THEN $4 ELSE 0 END, $6, pg_catalog.now())"
+			" ON CONFLICT (key_id, relid, attnum) DO UPDATE SET"
+			"   remaining = EXCLUDED.remaining,"
+			/* at a pass's start the last pass's findings stand until redone */
+			"   unrotatable = CASE WHEN $5 THEN"
+			"     CASE WHEN $6 IS NOT NULL THEN $4 ELSE LEAST(p.unrotatable, $4) END"
+			"     ELSE LEAST(p.unrotatable, $4) END,"
+			"   unrotatable_reason = CASE WHEN $5 THEN COALESCE($6, p.unrotatable_reason)"
+			"     WHEN $4 OPERATOR(pg_catalog.=) 0 THEN NULL"
+			"     ELSE p.unrotatable_reason END,"
+			"   counted_at = pg_catalog.now()",
+			SPI_OK_INSERT, 6, types, values, nulls);
+}
+
+/* Shown on every key of the pass: column, message. */
+static void
+record_column_note(Oid relid, AttrNumber attnum, const DrainKey *keys, int nkeys,
+				   const char *message)
+{
+	for (int k = 0; k < nkeys; k++)
 	{
-		bool		isnull;
-		int32		key_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		int64		count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		Oid			types[4] = {INT4OID, OIDOID, INT2OID, TEXTOID};
+		Datum		values[4];
 
-		for (int k = 0; k < nkeys; k++)
-			if (key_ids[k] == key_id)
-				counts[k] += count;
+		values[0] = Int32GetDatum(keys[k].key_id);
+		values[1] = ObjectIdGetDatum(relid);
+		values[2] = Int16GetDatum(attnum);
+		values[3] = CStringGetTextDatum(message);
+		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".rotation_progress AS p"
+						 " (key_id, relid, attnum, last_error, last_error_at)"
+						 " VALUES ($1, $2, $3, $4, pg_catalog.now())"
+						 " ON CONFLICT (key_id, relid, attnum) DO UPDATE SET"
+						 "   last_error = $4, last_error_at = pg_catalog.now()",
+						 SPI_OK_INSERT, 4, types, values);
 	}
-	pcar_restricted_end(&r);
-}
-
-/*
- * Values under the key in one column, counting every row version that is
- * not dead to every snapshot: live rows, rows written or being deleted by
- * transactions in progress, and rows a still-running snapshot can see
- * although they were deleted or updated since.  Such a version can still be
- * read, and copied, so its key must stay.  Scanning every version also
- * catches a row that an UPDATE moves behind the scan while it runs: its old
- * version is still there, not yet dead to this transaction's own snapshot.
- * Read directly, as no SQL snapshot shows all of this; no user code runs.
- */
-static int64
-count_key_versions(const DrainColumn *column, int32 key_id)
-{
-	Relation	rel = try_table_open(column->relid, AccessShareLock);
-	TableScanDesc scan;
-	HeapTuple	tuple;
-	TransactionId oldest_xmin;
-	int64		count = 0;
-
-	if (rel == NULL)
-		return 0;				/* dropped since: nothing left in it */
-	if (rel->rd_rel->relam != HEAP_TABLE_AM_OID)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot count the values of table \"%s\": only the heap access method is supported",
-						RelationGetRelationName(rel))));
-
-	oldest_xmin = GetOldestNonRemovableTransactionId(rel);
-	scan = table_beginscan(rel, SnapshotAny, 0, NULL);
-	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
-	{
-		Buffer		buffer = ((HeapScanDesc) scan)->rs_cbuf;
-		HTSV_Result state;
-		bool		isnull;
-		Datum		value;
-
-		CHECK_FOR_INTERRUPTS();
-		LockBuffer(buffer, BUFFER_LOCK_SHARE);
-		state = HeapTupleSatisfiesVacuum(tuple, oldest_xmin, buffer);
-		LockBuffer(buffer, BUFFER_LOCK_UNLOCK);
-		if (state == HEAPTUPLE_DEAD)
-			continue;
-
-		value = heap_getattr(tuple, column->attnum, RelationGetDescr(rel), &isnull);
-		if (!isnull)
-		{
-			Encrypted  *header = (Encrypted *) PG_DETOAST_DATUM_SLICE(value, 0, PCAR_HEADER_BYTES);
-
-			if (ENCRYPTED_LEN(header) >= PCAR_HEADER_BYTES &&
-				(int32) pcar_ciphertext_key_id(ENCRYPTED_DATA(header)) == key_id)
-				count++;
-		}
-	}
-	table_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return count;
-}
-
-int64
-pcar_count_key_values(int32 key_id)
-{
-	int			ncolumns;
-	DrainColumn *columns;
-	int64		total = 0;
-
-	/* a value the count cannot see may be there: keep every key */
-	(void) encrypted_columns(&ncolumns, true);
-	if (ncolumns > 0)
-		return -1;
-
-	columns = encrypted_columns(&ncolumns, false);
-	/* an MVCC snapshot of our own holds back what may count as dead */
-	PushActiveSnapshot(GetTransactionSnapshot());
-	for (int c = 0; c < ncolumns; c++)
-		total += count_key_versions(&columns[c], key_id);
-	PopActiveSnapshot();
-	return total;
-}
-
-/* Does forced row-level security hide rows from the table's (non-bypassing) owner? */
-static bool
-table_hides_rows_from_owner(Oid relid)
-{
-	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	bool		forced;
-
-	if (!HeapTupleIsValid(tuple))
-		return false;
-	forced = ((Form_pg_class) GETSTRUCT(tuple))->relrowsecurity &&
-		((Form_pg_class) GETSTRUCT(tuple))->relforcerowsecurity;
-	ReleaseSysCache(tuple);
-	return forced && !has_bypassrls_privilege(pcar_relation_owner(relid));
 }
 
 /*
  * At a pass's start and end: the values left per key and column, written to
  * rotation_progress.  At the end, what is left is what could not be
- * re-encrypted in this pass; unusable keys and materialized views say why.
+ * re-encrypted in this pass; unusable keys and materialized views say why,
+ * and keys with nothing left anywhere are returned in *drained_keys.
  */
 static void
-record_counts(DrainColumn *columns, int ncolumns, DrainKey *keys, int nkeys, bool pass_end,
-			  List **drained_keys)
+record_counts(PcarColumn *columns, int ncolumns, DrainKey *keys, int nkeys, bool pass_end,
+			  bool wait, List **drained_keys)
 {
 	int32	   *key_ids = palloc(sizeof(int32) * Max(nkeys, 1));
 	int64	   *totals = palloc0(sizeof(int64) * Max(nkeys, 1));
-	int64	   *counts = palloc(sizeof(int64) * Max(nkeys, 1));
+	bool		complete = true;
 	PcarRestricted r;
 
 	for (int k = 0; k < nkeys; k++)
 		key_ids[k] = keys[k].key_id;
 
-	for (int c = 0; c < ncolumns; c++)
+	for (int c = 0; c < ncolumns;)
 	{
-		Oid			types[6] = {INT4OID, OIDOID, INT2OID, INT8OID, BOOLOID, TEXTOID};
-		Datum		values[6];
-		char		nulls[6] = "      ";
-
-		memset(counts, 0, sizeof(int64) * Max(nkeys, 1));
-		count_column(&columns[c], key_ids, nkeys, counts);
+		int			n = columns_of_table(columns, ncolumns, c);
+		int64	   *counts = palloc0(sizeof(int64) * n * Max(nkeys, 1));
+		PcarCensusResult census = pcar_census_table(&columns[c], n, key_ids, nkeys, counts,
+													PCAR_CENSUS_VISIBLE, wait);
 
 		pcar_restricted_begin(&r, pcar_store_owner());
-		for (int k = 0; k < nkeys; k++)
+		if (census == PCAR_CENSUS_BUSY || census == PCAR_CENSUS_UNSUPPORTED)
 		{
-			const char *reason = NULL;
-
-			totals[k] += counts[k];
-			if (pass_end && counts[k] > 0)
-				reason = !keys[k].usable ? keys[k].unusable_reason :
-					columns[c].relkind == 'm' ?
-					"a materialized view: REFRESH it once its sources are drained" :
-					table_hides_rows_from_owner(columns[c].relid) ?
-					"row-level security forced on the table hides rows from its owner, who re-encrypts them" :
-					NULL;
-			values[0] = Int32GetDatum(keys[k].key_id);
-			values[1] = ObjectIdGetDatum(columns[c].relid);
-			values[2] = Int16GetDatum(columns[c].attnum);
-			values[3] = Int64GetDatum(counts[k]);
-			values[4] = BoolGetDatum(pass_end);
-			values[5] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
-			nulls[5] = reason ? ' ' : 'n';
-			pcar_spi_execute_nulls(
-					"INSERT INTO " PCAR_SCHEMA ".rotation_progress AS p"
-					" (key_id, relid, attnum, remaining, unrotatable, unrotatable_reason, counted_at)"
-					" VALUES ($1, $2, $3, $4,"
-					"   CASE WHEN $5 AND $6 IS NOT NULL THEN $4 ELSE 0 END, $6, pg_catalog.now())"
-					" ON CONFLICT (key_id, relid, attnum) DO UPDATE SET"
-					"   remaining = EXCLUDED.remaining,"
-					/* at a pass's start the last pass's findings stand until redone */
-					"   unrotatable = CASE WHEN $5 THEN"
-					"     CASE WHEN $6 IS NOT NULL THEN $4 ELSE LEAST(p.unrotatable, $4) END"
-					"     ELSE LEAST(p.unrotatable, $4) END,"
-					"   unrotatable_reason = CASE WHEN $5 THEN COALESCE($6, p.unrotatable_reason)"
-					"     WHEN $4 OPERATOR(pg_catalog.=) 0 THEN NULL"
-					"     ELSE p.unrotatable_reason END,"
-					"   counted_at = pg_catalog.now()",
-					SPI_OK_INSERT, 6, types, values, nulls);
+			complete = false;
+			for (int j = 0; j < n && pass_end; j++)
+				record_column_note(columns[c + j].relid, columns[c + j].attnum, keys, nkeys,
+								   census == PCAR_CENSUS_BUSY ?
+								   "the table was locked by another transaction: its values are counted again at the next pass" :
+								   "only tables of the heap access method can be counted");
 		}
+		else
+			for (int j = 0; j < n; j++)
+				for (int k = 0; k < nkeys; k++)
+				{
+					int64		count = counts[j * nkeys + k];
+					const char *reason = NULL;
+
+					totals[k] += count;
+					if (pass_end && count > 0)
+						reason = !keys[k].usable ? keys[k].unusable_reason :
+							columns[c + j].relkind == RELKIND_MATVIEW ?
+							"a materialized view: REFRESH it once its sources are drained" :
+							NULL;
+					record_count(&columns[c + j], &keys[k], count, pass_end, reason);
+				}
 		pcar_restricted_end(&r);
+		pfree(counts);
+		c += n;
 	}
 
 	if (pass_end)
 	{
-		int			nuncountable;
-		DrainColumn *uncountable = encrypted_columns(&nuncountable, true);
+		int			nfound;
+		PcarColumn *found = pcar_encrypted_columns(&nfound);
 
 		/* shown on every key: none is destroyed while such a column exists */
 		pcar_restricted_begin(&r, pcar_store_owner());
-		for (int c = 0; c < nuncountable; c++)
-			for (int k = 0; k < nkeys; k++)
-			{
-				Oid			types[4] = {INT4OID, OIDOID, INT2OID, TEXTOID};
-				Datum		values[4];
+		for (int c = 0; c < nfound; c++)
+		{
+			const char *reason;
 
-				values[0] = Int32GetDatum(keys[k].key_id);
-				values[1] = ObjectIdGetDatum(uncountable[c].relid);
-				values[2] = Int16GetDatum(uncountable[c].attnum);
-				values[3] = CStringGetTextDatum(uncountable[c].relkind == 'f' ?
-												"a foreign table: its values cannot be counted, so no deprecated key is destroyed while it has this column" :
-												"a temporary table: its values cannot be counted, so no deprecated key is destroyed while it exists");
-				pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".rotation_progress AS p"
-								 " (key_id, relid, attnum, last_error, last_error_at)"
-								 " VALUES ($1, $2, $3, $4, pg_catalog.now())"
-								 " ON CONFLICT (key_id, relid, attnum) DO UPDATE SET"
-								 "   last_error = $4, last_error_at = pg_catalog.now()",
-								 SPI_OK_INSERT, 4, types, values);
+			if (!pcar_column_is_readable(&found[c], &reason))
+			{
+				record_column_note(found[c].relid, found[c].attnum, keys, nkeys, reason);
+				complete = false;
 			}
+		}
 		pcar_restricted_end(&r);
 
-		for (int k = 0; k < nkeys && nuncountable == 0; k++)
+		for (int k = 0; k < nkeys && complete; k++)
 			if (totals[k] == 0)
 				*drained_keys = lappend_int(*drained_keys, keys[k].key_id);
 	}
 }
 
 static void
-record_batch(const DrainColumn *column, DrainKey *keys, int nkeys)
+record_batch(const PcarColumn *column, DrainKey *keys, int nkeys)
 {
 	PcarRestricted r;
 	Oid			types[6] = {INT4OID, OIDOID, INT2OID, INT8OID, INT8OID, TEXTOID};
@@ -668,37 +446,6 @@ find_key(DrainKey *keys, int nkeys, int32 key_id)
 	return NULL;
 }
 
-/*
- * Triggers and rules set ENABLE ALWAYS or ENABLE REPLICA fire in replica
- * mode too: they would run, as the table's owner, during re-encryption.
- */
-static void
-refuse_replica_mode_code(Oid relid)
-{
-	PcarRestricted r;
-	Oid			types[1] = {OIDOID};
-	Datum		values[1] = {ObjectIdGetDatum(relid)};
-	bool		found;
-
-	pcar_restricted_begin(&r, pcar_store_owner());
-	pcar_spi_execute("SELECT FROM pg_catalog.pg_trigger"
-					 " WHERE tgrelid" EQ "$1 AND NOT tgisinternal"
-					 "   AND tgenabled OPERATOR(pg_catalog.=) ANY ('{A,R}')"
-					 " UNION ALL SELECT FROM pg_catalog.pg_rewrite"
-					 " WHERE ev_class" EQ "$1 AND ev_enabled OPERATOR(pg_catalog.=) ANY ('{A,R}')"
-					 "   AND rulename OPERATOR(pg_catalog.<>) '_RETURN'",
-					 SPI_OK_SELECT, 1, types, values);
-	found = SPI_processed > 0;
-	pcar_restricted_end(&r);
-	if (found)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot re-encrypt table \"%s\": it has triggers or rules that fire in replica mode",
-						get_rel_name(relid)),
-				 errdetail("Triggers or rules set ENABLE ALWAYS or ENABLE REPLICA would run during re-encryption."),
-				 errhint("Set them ENABLE (origin only) while the keys drain, or re-encrypt the column with an UPDATE of your own.")));
-}
-
 /* Encrypts under the key's replacement; the plaintext is wiped even on error. */
 static void
 seal_then_wipe(uint8 *out, const DrainKey *key, uint8 *plaintext, size_t plaintext_len,
@@ -718,142 +465,222 @@ seal_then_wipe(uint8 *out, const DrainKey *key, uint8 *plaintext, size_t plainte
 	pcar_wipe(plaintext, plaintext_len);
 }
 
+/* What re-encrypting the values of one row needs to know. */
+typedef struct RowContext
+{
+	DrainKey   *keys;
+	int			nkeys;
+	const uint8 *context;
+	size_t		context_len;
+	const char *failure_reason;
+} RowContext;
+
+/* A PcarValueReplacer: the value under its key's replacement, or NULL. */
+static Encrypted *
+reencrypt_value(Encrypted *value, void *arg)
+{
+	RowContext *row = arg;
+	const uint8 *data = ENCRYPTED_DATA(value);
+	size_t		len = ENCRYPTED_LEN(value);
+	DrainKey   *key;
+	size_t		plaintext_len;
+	uint8	   *plaintext;
+	Encrypted  *reencrypted;
+
+	if (pcar_ciphertext_problem(data, len) != NULL)
+		return NULL;
+	key = find_key(row->keys, row->nkeys, (int32) pcar_ciphertext_key_id(data));
+	if (key == NULL || !key->usable)
+		return NULL;
+
+	plaintext_len = pcar_ciphertext_plaintext_len(len);
+	/* both buffers first; the plaintext is wiped whatever happens next */
+	plaintext = palloc(Max(plaintext_len, 1));
+	reencrypted = palloc(VARHDRSZ + PCAR_OVERHEAD + plaintext_len);
+	if (!pcar_ciphertext_open(plaintext, data, len, key->old_key, row->context, row->context_len))
+	{
+		key->failed++;
+		key->failure_reason = row->failure_reason;
+		pfree(plaintext);
+		pfree(reencrypted);
+		return NULL;
+	}
+	SET_VARSIZE(reencrypted, VARHDRSZ + PCAR_OVERHEAD + plaintext_len);
+	seal_then_wipe((uint8 *) VARDATA(reencrypted), key, plaintext, plaintext_len,
+				   row->context, row->context_len);
+	pfree(plaintext);
+	/* not counted toward max_encryptions: a copy of existing data, which
+	 * would otherwise rotate a keyring with more values than its limit
+	 * again after every drain */
+	key->reencrypted++;
+	return reencrypted;
+}
+
+typedef struct KeySet
+{
+	const int32 *key_ids;
+	int			nkeys;
+	bool		found;
+} KeySet;
+
+static void
+note_key_in_set(int32 key_id, void *arg)
+{
+	KeySet	   *set = arg;
+
+	for (int k = 0; k < set->nkeys && !set->found; k++)
+		set->found = set->key_ids[k] == key_id;
+}
+
+/*
+ * Up to rotation_batch_size rows after *position holding a value under one
+ * of key_ids, in physical order, read from the heap: no user code runs.
+ */
+static ItemPointerData *
+find_rows(Relation rel, AttrNumber attnum, Oid typid, ItemPointer position,
+		  const int32 *key_ids, int nkeys, Snapshot snapshot, int *nrows)
+{
+	ItemPointerData *rows = palloc(sizeof(ItemPointerData) * pcar_rotation_batch_size);
+	ItemPointerData last;
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	TableScanDesc scan;
+	PcarValueWalk *walk = pcar_value_walk_create();
+	MemoryContext per_row = AllocSetContextCreate(CurrentMemoryContext, "pgcrypt_at_rest rows",
+												  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext caller = CurrentMemoryContext;
+
+	*nrows = 0;
+	ItemPointerSet(&last, MaxBlockNumber, MaxOffsetNumber);
+	scan = table_beginscan_tidrange(rel, snapshot, position, &last);
+	while (*nrows < pcar_rotation_batch_size &&
+		   table_scan_getnextslot_tidrange(scan, ForwardScanDirection, slot))
+	{
+		KeySet		set = {key_ids, nkeys, false};
+		bool		isnull;
+		Datum		value;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ItemPointerCompare(&slot->tts_tid, position) <= 0)
+			continue;
+		value = slot_getattr(slot, attnum, &isnull);
+		if (isnull)
+			continue;
+		MemoryContextSwitchTo(per_row);
+		pcar_visit_key_ids(walk, value, typid, note_key_in_set, &set);
+		MemoryContextSwitchTo(caller);
+		MemoryContextReset(per_row);
+		if (set.found)
+			rows[(*nrows)++] = slot->tts_tid;
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	MemoryContextDelete(per_row);
+	return rows;
+}
+
 /*
  * One batch on one column, from the row after *position; returns the number
- * of rows locked, and moves *position to the last one.
+ * of rows found, and moves *position to the last one.  Sets *busy, without
+ * waiting, when another session holds a lock that keeps us out of the table.
  */
 static uint64
-reencrypt_batch(const DrainColumn *column, ItemPointer position, DrainKey *keys, int nkeys)
+reencrypt_batch(const PcarColumn *column, ItemPointer position, DrainKey *keys, int nkeys,
+				bool wait, bool *busy)
 {
-	char	   *relation,
-			   *attname,
-			   *schema_name,
-			   *table_name;
-	char	   *expression;
-	bool		stale_context;
 	int32	   *usable_ids = palloc(sizeof(int32) * Max(nkeys, 1));
 	int			nusable = 0;
+	Relation	rel;
+	Form_pg_attribute att;
+	Oid			typid;
+	char	   *expression;
+	bool		stale_context;
+	RowContext	row = {keys, nkeys, NULL, 0, NULL};
 	PcarRestricted r;
-	Oid			select_types[3] = {TIDOID, INT4ARRAYOID, INT8OID};
-	Datum		select_values[3];
-	uint64		nrows;
-	Datum	   *tids;
-	Datum	   *new_values;
-	int			nupdates = 0;
-	Oid			encrypted_oid = encrypted_type_oid();
+	Snapshot	snapshot;
+	ItemPointerData *rows;
+	int			nrows;
 
-	if (!column_names(column, &relation, &attname, &schema_name, &table_name))
-		return 0;
-	expression = context_expression(column, schema_name, table_name,
-									get_attname(column->relid, column->attnum, false),
-									&stale_context);
+	*busy = false;
 	for (int k = 0; k < nkeys; k++)
 		if (keys[k].usable)
 			usable_ids[nusable++] = keys[k].key_id;
 	if (nusable == 0)
 		return 0;
 
-	select_values[0] = PointerGetDatum(position);
-	select_values[1] = int4_array(usable_ids, nusable);
-	select_values[2] = Int64GetDatum(pcar_rotation_batch_size);
-
-	refuse_replica_mode_code(column->relid);
-	pcar_restricted_begin(&r, pcar_relation_owner(column->relid));
-	/* the owner's context expression runs in the session's usual mode */
-	pcar_spi_execute(psprintf("SELECT ctid, %s, %s FROM ONLY %s"
-							  " WHERE ctid OPERATOR(pg_catalog.>) $1"
-							  "   AND " PCAR_SCHEMA ".key_id(%s)" EQ "ANY ($2)"
-							  " LIMIT $3 FOR UPDATE SKIP LOCKED",
-							  attname,
-							  expression ? psprintf("(%s)::pg_catalog.bytea", expression) :
-							  "NULL::pg_catalog.bytea",
-							  relation, attname),
-					 SPI_OK_SELECT, 3, select_types, select_values);
-
-	nrows = SPI_processed;
-	tids = palloc(sizeof(Datum) * Max(nrows, 1));
-	new_values = palloc(sizeof(Datum) * Max(nrows, 1));
-	for (uint64 i = 0; i < nrows; i++)
+	if (wait)
+		LockRelationOid(column->relid, RowExclusiveLock);
+	else if (!ConditionalLockRelationOid(column->relid, RowExclusiveLock))
 	{
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		ItemPointer tid = (ItemPointer) DatumGetPointer(SPI_getbinval(tuple, desc, 1, &isnull));
-		Encrypted  *value = DatumGetEncryptedP(SPI_getbinval(tuple, desc, 2, &isnull));
-		Datum		context_datum = SPI_getbinval(tuple, desc, 3, &isnull);
-		bytea	   *context = isnull ? NULL : DatumGetByteaPP(context_datum);
-		const uint8 *ctx = context ? (const uint8 *) VARDATA_ANY(context) : NULL;
-		size_t		ctx_len = context ? VARSIZE_ANY_EXHDR(context) : 0;
-		const uint8 *data = ENCRYPTED_DATA(value);
-		size_t		len = ENCRYPTED_LEN(value);
-		DrainKey   *key;
-		size_t		plaintext_len;
-		uint8	   *plaintext;
-		Encrypted  *reencrypted;
+		*busy = true;
+		return 0;
+	}
+	rel = try_table_open(column->relid, NoLock);
+	if (rel == NULL)
+		return 0;				/* dropped since the pass started */
+	att = column->attnum <= RelationGetDescr(rel)->natts ?
+		TupleDescAttr(RelationGetDescr(rel), column->attnum - 1) : NULL;
+	if (att == NULL || att->attisdropped)
+	{
+		table_close(rel, NoLock);
+		return 0;
+	}
+	typid = att->atttypid;
 
-		ItemPointerCopy(tid, position);
-		key = find_key(keys, nkeys, (int32) pcar_ciphertext_key_id(data));
-		if (key == NULL || pcar_ciphertext_problem(data, len) != NULL)
-			continue;
+	expression = pcar_context_lookup(column->relid, column->attnum, &stale_context);
+	row.failure_reason = expression ?
+		"could not decrypt with the declared context" :
+		stale_context ?
+		"the column's context was declared when the table had another owner: declare it again with pgcrypt_at_rest.set_column_context()" :
+		"could not decrypt without a context: declare the column's context with pgcrypt_at_rest.set_column_context()";
 
-		plaintext_len = pcar_ciphertext_plaintext_len(len);
-		/* both buffers first; the plaintext is wiped whatever happens next */
-		plaintext = palloc(Max(plaintext_len, 1));
-		reencrypted = palloc(VARHDRSZ + PCAR_OVERHEAD + plaintext_len);
-		if (!pcar_ciphertext_open(plaintext, data, len, key->old_key, ctx, ctx_len))
+	/* from here on, everything runs as the table's owner */
+	pcar_as_role_begin(&r, rel->rd_rel->relowner);
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	rows = find_rows(rel, column->attnum, typid, position, usable_ids, nusable, snapshot, &nrows);
+	if (nrows > 0)
+	{
+		PcarRowRewrite *rewrite = pcar_row_rewrite_begin(rel, column->attnum);
+		PcarContextExpression *context = expression ? pcar_context_compile(rel, expression) : NULL;
+		PcarValueWalk *walk = pcar_value_walk_create();
+		MemoryContext per_row = AllocSetContextCreate(CurrentMemoryContext, "pgcrypt_at_rest row",
+													  ALLOCSET_DEFAULT_SIZES);
+		MemoryContext caller = CurrentMemoryContext;
+
+		for (int i = 0; i < nrows; i++)
 		{
-			key->failed++;
-			key->failure_reason = expression ?
-				"could not decrypt with the declared context" :
-				stale_context ?
-				"the column's context was declared when the table had another owner: declare it again with pgcrypt_at_rest.set_column_context()" :
-				"could not decrypt without a context: declare the column's context with pgcrypt_at_rest.set_column_context()";
-			pfree(plaintext);
-			pfree(reencrypted);
-			continue;
+			ItemPointerData tid = rows[i];
+			TupleTableSlot *locked;
+			bool		isnull;
+			bool		replaced;
+			Datum		value;
+
+			CHECK_FOR_INTERRUPTS();
+			MemoryContextReset(per_row);
+			MemoryContextSwitchTo(per_row);
+			/* the latest version, which may differ from the one found */
+			locked = pcar_row_rewrite_lock(rewrite, &tid, snapshot);
+			value = locked ? slot_getattr(locked, column->attnum, &isnull) : (Datum) 0;
+			if (locked != NULL && !isnull)
+			{
+				bytea	   *context_value = context ? pcar_context_evaluate(context, locked) : NULL;
+
+				row.context = context_value ? (const uint8 *) VARDATA_ANY(context_value) : NULL;
+				row.context_len = context_value ? VARSIZE_ANY_EXHDR(context_value) : 0;
+				value = pcar_replace_values(walk, value, typid, reencrypt_value, &row, &replaced);
+				if (replaced)
+					pcar_row_rewrite_update(rewrite, value);
+			}
+			MemoryContextSwitchTo(caller);
 		}
-		SET_VARSIZE(reencrypted, VARHDRSZ + PCAR_OVERHEAD + plaintext_len);
-		seal_then_wipe((uint8 *) VARDATA(reencrypted), key, plaintext, plaintext_len,
-					   ctx, ctx_len);
-		pfree(plaintext);
-		/* not counted toward max_encryptions: a copy of existing data, which
-		 * would otherwise rotate a keyring with more values than its limit
-		 * again after every drain */
-
-		tids[nupdates] = PointerGetDatum(tid);
-		new_values[nupdates] = PointerGetDatum(reencrypted);
-		nupdates++;
-		key->reencrypted++;
+		MemoryContextDelete(per_row);
+		pcar_row_rewrite_end(rewrite);
+		/* later batches of this transaction (drain()) see the new versions */
+		CommandCounterIncrement();
+		*position = rows[nrows - 1];
 	}
-
-	if (nupdates > 0)
-	{
-		Oid			update_types[2] = {TIDARRAYOID, get_array_type(encrypted_oid)};
-		Datum		update_values[2];
-		int			guc_level;
-
-		update_values[0] = PointerGetDatum(construct_array(tids, nupdates, TIDOID,
-														   sizeof(ItemPointerData), false,
-														   TYPALIGN_SHORT));
-		update_values[1] = PointerGetDatum(construct_array(new_values, nupdates, encrypted_oid,
-														   -1, false, TYPALIGN_INT));
-
-		/*
-		 * Replica mode for this statement only, so that the table's user
-		 * triggers and rules do not fire; tables with triggers or rules that
-		 * fire in that mode were refused above.
-		 */
-		guc_level = NewGUCNestLevel();
-		(void) set_config_option("session_replication_role", "replica",
-								 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-		pcar_spi_execute(psprintf("UPDATE ONLY %s AS t SET %s = v.value"
-								  " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS v(tid, value)"
-								  " WHERE t.ctid" EQ "v.tid",
-								  relation, attname),
-						 SPI_OK_UPDATE, 2, update_types, update_values);
-		AtEOXact_GUC(false, guc_level);
-	}
-	pcar_restricted_end(&r);
+	UnregisterSnapshot(snapshot);
+	pcar_as_role_end(&r);
+	table_close(rel, NoLock);
 	return nrows;
 }
 
@@ -877,7 +704,7 @@ pcar_drain_batch(PcarDrainResult *result, List *exclude_keys, bool wait)
 	int			nkeys;
 	DrainKey   *keys;
 	int			ncolumns;
-	DrainColumn *columns;
+	PcarColumn *columns;
 	PassCursor	cursor;
 	int			c;
 	uint8	   *key_buffer;
@@ -913,7 +740,7 @@ pcar_drain_batch(PcarDrainResult *result, List *exclude_keys, bool wait)
 		if (!cursor.exists)
 		{
 			/* a new pass: count what there is to do, start at the first column */
-			record_counts(columns, ncolumns, keys, nkeys, false, NULL);
+			record_counts(columns, ncolumns, keys, nkeys, false, wait, NULL);
 			cursor.exists = true;
 			cursor.relid = ncolumns > 0 ? columns[0].relid : InvalidOid;
 			cursor.attnum = ncolumns > 0 ? columns[0].attnum : 0;
@@ -933,12 +760,24 @@ pcar_drain_batch(PcarDrainResult *result, List *exclude_keys, bool wait)
 		{
 			ItemPointerData position = cursor.after;
 			uint64		nrows = 0;
+			bool		busy = false;
 
 			current_relid = columns[c].relid;
 			current_attnum = columns[c].attnum;
-			if (columns[c].relkind == 'r')
-				nrows = reencrypt_batch(&columns[c], &position, keys, nkeys);
+			/* materialized views are counted, not rewritten: REFRESH renews them */
+			if (columns[c].relkind == RELKIND_RELATION)
+				nrows = reencrypt_batch(&columns[c], &position, keys, nkeys, wait, &busy);
 			record_batch(&columns[c], keys, nkeys);
+			/* the pass goes on; its count at the end finds what was left */
+			if (busy)
+			{
+				PcarRestricted r;
+
+				pcar_restricted_begin(&r, pcar_store_owner());
+				record_column_note(columns[c].relid, columns[c].attnum, keys, nkeys,
+								   "the table was locked by another transaction: retried at the next pass");
+				pcar_restricted_end(&r);
+			}
 			for (int k = 0; k < nkeys; k++)
 				result->reencrypted += keys[k].reencrypted;
 
@@ -963,7 +802,7 @@ pcar_drain_batch(PcarDrainResult *result, List *exclude_keys, bool wait)
 		{
 			/* the pass is over: count again with a fresh snapshot */
 			CommandCounterIncrement();
-			record_counts(columns, ncolumns, keys, nkeys, true, &result->drained_keys);
+			record_counts(columns, ncolumns, keys, nkeys, true, wait, &result->drained_keys);
 			cursor.exists = false;
 			write_cursor(&cursor, false);
 		}

@@ -18,15 +18,10 @@ typedef struct PcarDrainResult
  * Runs one batch of the current pass (starting a pass if none is under
  * way), in the caller's transaction.  Keys in exclude_keys are left alone.
  * Without wait, returns at once (pass_running set) if another transaction
- * is draining this database.
+ * is draining this database, and skips a table another session keeps
+ * locked (the pass does not drain its keys).
  */
 extern void pcar_drain_batch(PcarDrainResult *result, List *exclude_keys, bool wait);
-
-/*
- * Versions of rows under the key in every encrypted column that any snapshot
- * may still read; -1 if a foreign or temporary table has such a column.
- */
-extern int64 pcar_count_key_values(int32 key_id);
 
 /* After an error in a batch: note it on the column and move past the column. */
 extern void pcar_drain_note_error(const char *message);

@@ -3,18 +3,23 @@
  *		Input, output, binary send/receive and the bytea cast of "encrypted".
  *
  * Every way in validates the layout as strictly as the others, so a value
- * that is stored is always one the decrypt path can parse.
+ * that is stored is always one the decrypt path can parse, and refuses
+ * values over PCAR_MAX_VALUE_BYTES, so that pg_dump can always write one.
  */
 #include "postgres.h"
 
 #include <sodium.h>
 
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "libpq/pqformat.h"
+#include "utils/syscache.h"
 
 #include "ciphertext.h"
 #include "encrypted_type.h"
+#include "pgcrypt_at_rest.h"
 
 PG_FUNCTION_INFO_V1(encrypted_in);
 PG_FUNCTION_INFO_V1(encrypted_out);
@@ -54,6 +59,9 @@ encrypted_in(PG_FUNCTION_ARGS)
 	b64 = input + prefix_len;
 	b64_len = strlen(b64);
 	max_len = b64_len / 4 * 3 + 3;
+	/* refused before decoding: the decoded length is known within 3 bytes */
+	if (b64_len / 4 * 3 > PCAR_MAX_VALUE_BYTES)
+		pcar_ciphertext_check_size(b64_len / 4 * 3);
 	result = palloc(VARHDRSZ + max_len);
 
 	if (sodium_base642bin((unsigned char *) VARDATA(result), max_len,
@@ -65,6 +73,7 @@ encrypted_in(PG_FUNCTION_ARGS)
 				 errmsg("invalid input syntax for type %s", "encrypted"),
 				 errdetail("The text after \"%s\" is not valid base64.", PCAR_TEXT_PREFIX)));
 
+	pcar_ciphertext_check_size(bin_len);
 	problem = pcar_ciphertext_problem((const uint8 *) VARDATA(result), bin_len);
 	if (problem != NULL)
 		ereport(ERROR,
@@ -99,7 +108,7 @@ encrypted_recv(PG_FUNCTION_ARGS)
 	int			len = buf->len - buf->cursor;
 	const uint8 *data = (const uint8 *) pq_getmsgbytes(buf, len);
 
-	pcar_ciphertext_check(data, len, ERRCODE_INVALID_BINARY_REPRESENTATION);
+	pcar_ciphertext_check_input(data, len, ERRCODE_INVALID_BINARY_REPRESENTATION);
 	PG_RETURN_ENCRYPTED_P(encrypted_from_bytes(data, len));
 }
 
@@ -120,8 +129,18 @@ encrypted_from_bytea(PG_FUNCTION_ARGS)
 {
 	bytea	   *raw = PG_GETARG_BYTEA_PP(0);
 
-	pcar_ciphertext_check((const uint8 *) VARDATA_ANY(raw), VARSIZE_ANY_EXHDR(raw),
-						  ERRCODE_INVALID_BINARY_REPRESENTATION);
+	pcar_ciphertext_check_input((const uint8 *) VARDATA_ANY(raw), VARSIZE_ANY_EXHDR(raw),
+								ERRCODE_INVALID_BINARY_REPRESENTATION);
 	PG_RETURN_ENCRYPTED_P(encrypted_from_bytes((const uint8 *) VARDATA_ANY(raw),
 											   VARSIZE_ANY_EXHDR(raw)));
+}
+
+Oid
+pcar_encrypted_type_oid(void)
+{
+	Oid			schema = get_namespace_oid(PCAR_SCHEMA, true);
+
+	return OidIsValid(schema) ?
+		GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("encrypted"),
+						ObjectIdGetDatum(schema)) : InvalidOid;
 }

@@ -21,4 +21,7 @@ typedef bytea Encrypted;
 #define ENCRYPTED_DATA(e)	((const uint8 *) VARDATA_ANY(e))
 #define ENCRYPTED_LEN(e)	((size_t) VARSIZE_ANY_EXHDR(e))
 
+/* OID of the type in this database, or InvalidOid without the extension. */
+extern Oid	pcar_encrypted_type_oid(void);
+
 #endif							/* PCAR_ENCRYPTED_TYPE_H */

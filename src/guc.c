@@ -8,6 +8,7 @@
 #include "postgres.h"
 
 #include <limits.h>
+#include <stdlib.h>
 
 #include "utils/guc.h"
 
@@ -88,4 +89,54 @@ pcar_define_gucs(void)
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("pgcrypt_at_rest");
+}
+
+static bool
+setting_is(const char *name, const char *value)
+{
+	const char *current = GetConfigOption(name, true, false);
+
+	return current != NULL && strcmp(current, value) == 0;
+}
+
+static double
+numeric_setting(const char *name)
+{
+	const char *current = GetConfigOption(name, true, false);
+
+	return current != NULL ? strtod(current, NULL) : 0;
+}
+
+/*
+ * Bind parameters reach the server log in full under PostgreSQL's defaults
+ * as soon as statements are logged, and they carry the plaintext passed to
+ * encrypt().  Warns when that is the case, each time it becomes so.
+ */
+void
+pcar_warn_if_parameters_logged(void)
+{
+	static bool warned = false;
+	bool		statements_logged = !setting_is("log_statement", "none") ||
+		numeric_setting("log_min_duration_statement") >= 0 ||
+		(numeric_setting("log_min_duration_sample") >= 0 &&
+		 numeric_setting("log_statement_sample_rate") > 0) ||
+		numeric_setting("log_transaction_sample_rate") > 0;
+	bool		with_statements = statements_logged &&
+		numeric_setting("log_parameter_max_length") != 0;
+	bool		with_errors = numeric_setting("log_parameter_max_length_on_error") != 0;
+
+	if (!with_statements && !with_errors)
+	{
+		warned = false;
+		return;
+	}
+	if (warned)
+		return;
+	warned = true;
+	ereport(WARNING,
+			(errmsg("pgcrypt_at_rest: the server log records bind parameters, which can hold the plaintext given to encrypt()"),
+			 with_statements ?
+			 errdetail("Statements are logged (log_statement, log_min_duration_statement or sampling), and log_parameter_max_length is not 0.") :
+			 errdetail("log_parameter_max_length_on_error is not 0, so a failing statement logs its parameters."),
+			 errhint("Set log_parameter_max_length = 0 and log_parameter_max_length_on_error = 0.")));
 }

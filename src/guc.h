@@ -15,4 +15,7 @@ extern int	pcar_destroy_grace;		/* seconds */
 
 extern void pcar_define_gucs(void);
 
+/* Warns once (again after a change) while the log records bind parameters. */
+extern void pcar_warn_if_parameters_logged(void);
+
 #endif							/* PCAR_GUC_H */

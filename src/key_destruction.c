@@ -9,6 +9,19 @@
  *		2. wait until each has ended (the worker polls; SQL callers block);
  *		3. count the key's values again with a fresh snapshot.
  *
+ * The count reads every table's heap directly (value_census.c), counting
+ * every row version some snapshot may still read, in every column whose
+ * type can hold encrypted values at any depth.  A column it cannot read (a
+ * foreign or temporary table, a range over encrypted, a table another
+ * session keeps locked) counts as values: the key stays.
+ *
+ * Some keys are held whatever the count says (_destruction_hold() in SQL,
+ * shown in rotation_status): every key while Citus is installed, as the
+ * values in shards on other nodes cannot be counted here, and keys restored
+ * from a dump until confirm_restore() says the restore is complete, as a
+ * restore loads tables in no fixed order and the key tables may arrive
+ * before the values.
+ *
  * A round that counts none marks the key drained (drained_at) the first
  * time; a round that ends destroy_grace or more after drained_at destroys
  * it: its sealed copies are deleted in the same transaction as the count,
@@ -25,10 +38,12 @@
 #include "storage/procarray.h"
 #include "utils/memutils.h"
 
-#include "drain.h"
+#include "encrypted_columns.h"
 #include "guc.h"
 #include "key_destruction.h"
 #include "key_store.h"
+#include "utils/snapmgr.h"
+#include "value_census.h"
 
 typedef struct Round
 {
@@ -71,11 +86,81 @@ round_waits_over(Round *round, bool wait)
 	return true;
 }
 
+/*
+ * Versions of rows under the key that any snapshot may still read, in every
+ * column that can hold encrypted values; -1 when some cannot be counted.
+ */
+static int64
+count_key_values(int32 key_id, bool wait)
+{
+	int			ncolumns;
+	PcarColumn *columns = pcar_encrypted_columns(&ncolumns);
+	int64		total = 0;
+	const char *reason;
+
+	for (int c = 0; c < ncolumns; c++)
+		if (!pcar_column_is_readable(&columns[c], &reason))
+			return -1;
+
+	/* an MVCC snapshot of our own holds back what may count as dead */
+	PushActiveSnapshot(GetTransactionSnapshot());
+	for (int c = 0; c < ncolumns && total >= 0;)
+	{
+		int			n = 1;
+		int64	   *counts;
+		PcarCensusResult census;
+
+		while (c + n < ncolumns && columns[c + n].relid == columns[c].relid)
+			n++;
+		counts = palloc0(sizeof(int64) * n);
+		census = pcar_census_table(&columns[c], n, &key_id, 1, counts, PCAR_CENSUS_NOT_DEAD, wait);
+		if (census == PCAR_CENSUS_BUSY || census == PCAR_CENSUS_UNSUPPORTED)
+			total = -1;
+		else
+			for (int j = 0; j < n; j++)
+				total += counts[j];
+		pfree(counts);
+		c += n;
+	}
+	PopActiveSnapshot();
+	return total;
+}
+
+/* Keys whose hold was logged by this process, so each is logged once. */
+static List *holds_logged = NIL;
+
+/* True, saying why at elevel (LOG once per key for the worker), if the key is held. */
+static bool
+held(int32 key_id, int elevel)
+{
+	char	   *hold = pcar_store_destruction_hold(key_id);
+
+	if (hold == NULL)
+		return false;
+	if (elevel != LOG || !list_member_int(holds_logged, key_id))
+	{
+		ereport(elevel,
+				(errmsg("pgcrypt_at_rest does not destroy key %d: %s", key_id, hold)));
+		if (elevel == LOG)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			holds_logged = lappend_int(holds_logged, key_id);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	return true;
+}
+
 /* Counts afresh; marks drained, destroys, or sends the key back to draining. */
 static bool
-finish_round(int32 key_id)
+finish_round(int32 key_id, bool wait, int elevel)
 {
-	int64		remaining = pcar_count_key_values(key_id);
+	int64		remaining;
+
+	if (held(key_id, elevel))
+		return false;
+	remaining = count_key_values(key_id, wait);
 
 	/* -1: a foreign or temporary table may hold some; keep the key */
 	if (remaining != 0)
@@ -154,7 +239,7 @@ pcar_destruction_step(void)
 
 		pfree(ready->vxids);
 		pfree(ready);
-		if (finish_round(key_id))
+		if (finish_round(key_id, false, LOG))
 			destroyed = lappend_int(destroyed, key_id);
 	}
 	return destroyed;
@@ -186,11 +271,11 @@ pcar_destroy_drained_keys(void)
 		int32		key_id = lfirst_int(cell);
 		Round	   *round;
 
-		if (pcar_count_key_values(key_id) != 0)
+		if (held(key_id, NOTICE) || count_key_values(key_id, true) != 0)
 			continue;
 		round = start_round(key_id, CurrentMemoryContext);
 		(void) round_waits_over(round, true);
-		if (finish_round(key_id))
+		if (finish_round(key_id, true, NOTICE))
 			destroyed = lappend_int(destroyed, key_id);
 	}
 	return destroyed;

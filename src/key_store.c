@@ -48,6 +48,25 @@ pcar_store_key_table_oid(bool missing_ok)
 	return relid;
 }
 
+bool
+pcar_store_schema_is_current(void)
+{
+	Oid			schema = get_namespace_oid(PCAR_SCHEMA, true);
+
+	/* the newest table of the newest version */
+	return OidIsValid(schema) && OidIsValid(get_relname_relid("installation", schema));
+}
+
+void
+pcar_store_require_current_schema(void)
+{
+	if (!pcar_store_schema_is_current())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"pgcrypt_at_rest\" in this database is older than its library"),
+				 errhint("Run ALTER EXTENSION pgcrypt_at_rest UPDATE.")));
+}
+
 static void
 store_begin(StoreSession *session)
 {
@@ -262,8 +281,14 @@ add_active_key(int32 keyring_id)
 	bool		isnull;
 	int32		key_id;
 
-	pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".data_key (keyring_id) VALUES ($1) RETURNING id",
-				  SPI_OK_INSERT_RETURNING, 1, key_types, key_values);
+	/* made here: destruction need not wait for a restore to be confirmed */
+	if (pcar_store_schema_is_current())
+		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".data_key (keyring_id, installation)"
+						 " SELECT $1, i.id FROM " PCAR_SCHEMA ".installation i RETURNING id",
+						 SPI_OK_INSERT_RETURNING, 1, key_types, key_values);
+	else
+		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".data_key (keyring_id) VALUES ($1) RETURNING id",
+						 SPI_OK_INSERT_RETURNING, 1, key_types, key_values);
 	key_id = DatumGetInt32(result_datum(0, 1, &isnull));
 
 	/* no server can be added while the new key is sealed for the others */
@@ -607,29 +632,41 @@ pcar_store_keyrings_due(void)
 	return names;
 }
 
-void
-pcar_store_set_column_context(const char *schema_name, const char *table_name,
-							  const char *column_name, const char *expression,
-							  const char *table_owner)
+char *
+pcar_store_destruction_hold(int32 key_id)
 {
 	StoreSession session;
-	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[5] = {CStringGetTextDatum(schema_name), CStringGetTextDatum(table_name),
-		CStringGetTextDatum(column_name), expression ? CStringGetTextDatum(expression) : (Datum) 0,
-	CStringGetTextDatum(table_owner)};
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(key_id)};
+	char	   *hold = NULL;
 
 	store_begin(&session);
-	if (expression == NULL)
-		pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".column_context"
-						 " WHERE table_schema" EQ "$1 AND table_name" EQ "$2 AND column_name" EQ "$3",
-						 SPI_OK_DELETE, 3, types, values);
-	else
-		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".column_context"
-						 " (table_schema, table_name, column_name, context_expression, table_owner)"
-						 " VALUES ($1, $2, $3, $4, $5)"
-						 " ON CONFLICT (table_schema, table_name, column_name)"
-						 " DO UPDATE SET context_expression = EXCLUDED.context_expression,"
-						 "   table_owner = EXCLUDED.table_owner",
-						 SPI_OK_INSERT, 5, types, values);
+	pcar_spi_execute("SELECT " PCAR_SCHEMA "._destruction_hold(installation)"
+					 "  FROM " PCAR_SCHEMA ".data_key WHERE id" EQ "$1",
+					 SPI_OK_SELECT, 1, types, values);
+	if (SPI_processed == 1)
+	{
+		char	   *text = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		if (text != NULL)
+			hold = MemoryContextStrdup(session.caller_context, text);
+	}
 	store_end(&session);
+	return hold;
+}
+
+int64
+pcar_store_confirm_restore(void)
+{
+	StoreSession session;
+	int64		adopted;
+
+	store_begin(&session);
+	pcar_spi_execute("UPDATE " PCAR_SCHEMA ".data_key SET installation = i.id"
+					 "  FROM " PCAR_SCHEMA ".installation i"
+					 " WHERE data_key.installation IS DISTINCT FROM i.id",
+					 SPI_OK_UPDATE, 0, NULL, NULL);
+	adopted = SPI_processed;
+	store_end(&session);
+	return adopted;
 }

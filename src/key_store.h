@@ -48,6 +48,14 @@ extern int32 pcar_store_rotate_keyring(const char *keyring);
 /* Adds this server's public key to the servers table, if a secret is loaded. */
 extern void pcar_store_register_local_server(void);
 
+/*
+ * Whether the extension's objects in this database are those of the loaded
+ * library's version; rotation needs them, so it errors (with a hint to run
+ * ALTER EXTENSION ... UPDATE) or, in the worker, waits until they are.
+ */
+extern bool pcar_store_schema_is_current(void);
+extern void pcar_store_require_current_schema(void);
+
 /* OID of the data key table, whose relcache invalidation flushes key caches. */
 extern Oid	pcar_store_key_table_oid(bool missing_ok);
 
@@ -69,9 +77,13 @@ extern void pcar_store_alter_keyring(const char *keyring, Datum rotate_after, bo
 extern void pcar_store_add_encryptions(int32 key_id, int64 count);
 extern List *pcar_store_keyrings_due(void);
 
-/* Declares (or, with a NULL expression, forgets) where a column's context comes from. */
-extern void pcar_store_set_column_context(const char *schema_name, const char *table_name,
-										  const char *column_name, const char *expression,
-										  const char *table_owner);
+/*
+ * Why the key must not be destroyed whatever its count (Citus installed, or
+ * restored from a dump and the restore not confirmed), or NULL.
+ */
+extern char *pcar_store_destruction_hold(int32 key_id);
+
+/* Keys restored from a dump become this installation's; returns how many. */
+extern int64 pcar_store_confirm_restore(void);
 
 #endif							/* PCAR_KEY_STORE_H */

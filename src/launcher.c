@@ -188,6 +188,8 @@ pcar_launcher_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pcar_shared_set_launcher();
+	/* the launcher starts with the server, and reloads with it */
+	pcar_warn_if_parameters_logged();
 
 	loop_context = AllocSetContextCreate(TopMemoryContext, "pgcrypt_at_rest launcher",
 										 ALLOCSET_DEFAULT_SIZES);
@@ -204,6 +206,7 @@ pcar_launcher_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			pcar_warn_if_parameters_logged();
 		}
 
 		MemoryContextSwitchTo(loop_context);

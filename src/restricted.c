@@ -17,7 +17,7 @@
 #include "restricted.h"
 
 void
-pcar_restricted_begin(PcarRestricted *r, Oid role)
+pcar_as_role_begin(PcarRestricted *r, Oid role)
 {
 	r->caller_context = CurrentMemoryContext;
 	GetUserIdAndSecContext(&r->saved_userid, &r->saved_sec_context);
@@ -28,6 +28,24 @@ pcar_restricted_begin(PcarRestricted *r, Oid role)
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	/* a superuser's replica mode would let the role's code skip foreign keys and triggers */
+	(void) set_config_option("session_replication_role", "origin",
+							 PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+void
+pcar_as_role_end(PcarRestricted *r)
+{
+	/* also undoes any SET the role's code made */
+	AtEOXact_GUC(false, r->guc_nest_level);
+	SetUserIdAndSecContext(r->saved_userid, r->saved_sec_context);
+}
+
+void
+pcar_restricted_begin(PcarRestricted *r, Oid role)
+{
+	pcar_as_role_begin(r, role);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 }
@@ -36,8 +54,7 @@ void
 pcar_restricted_end(PcarRestricted *r)
 {
 	SPI_finish();
-	AtEOXact_GUC(false, r->guc_nest_level);
-	SetUserIdAndSecContext(r->saved_userid, r->saved_sec_context);
+	pcar_as_role_end(r);
 }
 
 /*

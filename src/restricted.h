@@ -1,8 +1,16 @@
 /*
  * restricted.h
- *		Running SQL as another role in a security-restricted context with a
- *		pinned search_path: how the key store reads its tables and how the
- *		rotation worker touches a user's table (as the table's owner).
+ *		Running as another role in a security-restricted context with pinned
+ *		settings: how the key store reads its tables (as their owner) and how
+ *		the rotation worker touches a user's table (as the table's owner).
+ *
+ * The rule this serves: no code a table's owner wrote (index expressions
+ * and predicates, CHECK constraints, domain constraints, generated columns,
+ * context expressions) runs with more rights than that owner, nor with
+ * settings the owner could not set: search_path is pg_catalog, pg_temp and
+ * session_replication_role is origin, whatever the caller's session says.
+ * Where the extension only needs to read a user table, it reads the heap
+ * directly and runs no user code at all (value_census.c).
  */
 #ifndef PCAR_RESTRICTED_H
 #define PCAR_RESTRICTED_H
@@ -15,9 +23,13 @@ typedef struct PcarRestricted
 	MemoryContext caller_context;	/* results must outlive SPI's memory */
 } PcarRestricted;
 
-/* Switches to role, pins search_path and connects SPI. */
+/* Switches to role in a security-restricted context and pins the settings. */
+extern void pcar_as_role_begin(PcarRestricted *r, Oid role);
+/* Restores the role, the context and every setting. */
+extern void pcar_as_role_end(PcarRestricted *r);
+
+/* The same, with SPI connected in between. */
 extern void pcar_restricted_begin(PcarRestricted *r, Oid role);
-/* Disconnects SPI and restores the role, context and settings. */
 extern void pcar_restricted_end(PcarRestricted *r);
 
 /*

@@ -86,6 +86,7 @@ fast_aead_decrypt(uint8 *out, const uint8 *sealed, size_t sealed_len,
 	sodium_memzero(subkey, sizeof(subkey));
 	sodium_memzero(keystream, sizeof(keystream));
 	sodium_memzero(&state, sizeof(state));
+	sodium_memzero(mac, sizeof(mac));
 	return ok;
 }
 

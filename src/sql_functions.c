@@ -5,6 +5,7 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -13,7 +14,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
-#include "parser/parser.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -22,8 +23,10 @@
 #include "utils/timestamp.h"
 
 #include "ciphertext.h"
+#include "context_expression.h"
 #include "drain.h"
 #include "encrypted_type.h"
+#include "encrypted_values.h"
 #include "key_cache.h"
 #include "key_destruction.h"
 #include "key_store.h"
@@ -49,6 +52,7 @@ PG_FUNCTION_INFO_V1(pcar_alter_keyring);
 PG_FUNCTION_INFO_V1(pcar_set_column_context);
 PG_FUNCTION_INFO_V1(pcar_drain);
 PG_FUNCTION_INFO_V1(pcar_destroy_drained_keys_sql);
+PG_FUNCTION_INFO_V1(pcar_confirm_restore);
 
 /*
  * The functions are not STRICT: a NULL value gives NULL, but a NULL keyring
@@ -151,10 +155,11 @@ decrypt_common(FunctionCallInfo fcinfo)
 	plaintext_len = pcar_ciphertext_plaintext_len(len);
 	result = palloc(VARHDRSZ + plaintext_len);
 	SET_VARSIZE(result, VARHDRSZ + plaintext_len);
+	/* the caller's data error, not the server's: not class XX */
 	if (!pcar_ciphertext_open((uint8 *) VARDATA(result), data, len, key,
 							  context, context_len))
 		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
+				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("could not decrypt a value under key %d", key_id),
 				 errdetail("The value was altered, or the context given differs from the one it was encrypted with."),
 				 errhint("Pass the same context that was used to encrypt the value.")));
@@ -208,6 +213,15 @@ pcar_key_id(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32((int32) pcar_ciphertext_key_id(ENCRYPTED_DATA(value)));
 }
 
+/* ASCII and Unicode white space (the Unicode White_Space property). */
+static bool
+pcar_is_white_space(pg_wchar c)
+{
+	return c == ' ' || (c >= 0x09 && c <= 0x0d) || c == 0x85 || c == 0xa0 ||
+		c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 ||
+		c == 0x202f || c == 0x205f || c == 0x3000;
+}
+
 static char *
 keyring_name_arg(FunctionCallInfo fcinfo)
 {
@@ -221,10 +235,50 @@ keyring_name_arg(FunctionCallInfo fcinfo)
 	return name;
 }
 
+/*
+ * A new keyring's name: no control character, no white space at either end
+ * ("pii" and "pii " would be two keyrings no one can tell apart).  Existing
+ * names, made before this rule, are still accepted everywhere else.
+ */
+static void
+check_new_keyring_name(const char *name)
+{
+	const unsigned char *p = (const unsigned char *) name;
+	size_t		len = strlen(name);
+	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
+	pg_wchar	first = 0;
+	pg_wchar	last = 0;
+	const char *problem = NULL;
+
+	while (*p != '\0' && problem == NULL)
+	{
+		int			char_len = utf8 ? pg_utf_mblen(p) : pg_mblen((const char *) p);
+		pg_wchar	c = utf8 ? utf8_to_unicode(p) : (*p < 0x80 ? *p : 0x80);
+
+		if (c < 0x20 || c == 0x7f || (utf8 && c >= 0x80 && c < 0xa0))
+			problem = "A keyring name must not contain control characters.";
+		if ((const char *) p == name)
+			first = c;
+		last = c;
+		p += char_len;
+	}
+	if (problem == NULL && len > 0 &&
+		(pcar_is_white_space(first) || pcar_is_white_space(last)))
+		problem = "A keyring name must not begin or end with white space.";
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid keyring name"),
+				 errdetail("%s", problem)));
+}
+
 Datum
 pcar_create_keyring(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_INT32(pcar_store_create_keyring(keyring_name_arg(fcinfo)));
+	char	   *name = keyring_name_arg(fcinfo);
+
+	check_new_keyring_name(name);
+	PG_RETURN_INT32(pcar_store_create_keyring(name));
 }
 
 Datum
@@ -275,36 +329,12 @@ pcar_alter_keyring(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* Parses "SELECT (expression)"; a syntax error is returned in *problem. */
-static List *
-parse_select_of(const char *expression, char **problem)
-{
-	MemoryContext context = CurrentMemoryContext;
-	List	   *volatile parsed = NIL;
-
-	*problem = NULL;
-	/* parsing only allocates memory: its error can be caught here */
-	PG_TRY();
-	{
-		parsed = raw_parser(psprintf("SELECT (%s)", expression), RAW_PARSE_DEFAULT);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *error;
-
-		MemoryContextSwitchTo(context);
-		error = CopyErrorData();
-		FlushErrorState();
-		*problem = error->message;
-	}
-	PG_END_TRY();
-	return parsed;
-}
-
 /*
  * Declares that the context of a column's values is an expression over its
  * row, so the rotation worker can re-encrypt them.  Only the table's owner
- * may: the worker evaluates the expression as that owner.
+ * (or a superuser) may, and the declaration is recorded for the owner at
+ * this moment: the worker evaluates it as that owner, and only while the
+ * table still has that owner.
  */
 Datum
 pcar_set_column_context(PG_FUNCTION_ARGS)
@@ -313,7 +343,8 @@ pcar_set_column_context(PG_FUNCTION_ARGS)
 	char	   *column;
 	AttrNumber	attnum;
 	char	   *expression = NULL;
-	PcarRestricted r;
+	Oid			owner;
+	PcarValueWalk *walk;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -323,58 +354,42 @@ pcar_set_column_context(PG_FUNCTION_ARGS)
 	column = NameStr(*PG_GETARG_NAME(1));
 	if (!PG_ARGISNULL(2))
 		expression = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	pcar_store_require_current_schema();
 
+	/* held to the end: the owner checked is the owner recorded (ALTER ... OWNER waits) */
+	LockRelationOid(relid, AccessShareLock);
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
 	if (!pg_class_ownercheck(relid, GetUserId()))
 		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(relid)),
 					   get_rel_name(relid));
+	owner = pcar_relation_owner(relid);
 	attnum = get_attnum(relid, column);
 	if (attnum == InvalidAttrNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("column \"%s\" of relation \"%s\" does not exist",
 						column, get_rel_name(relid))));
-	if (getBaseType(get_atttype(relid, attnum)) !=
-		GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("encrypted"),
-						ObjectIdGetDatum(get_namespace_oid(PCAR_SCHEMA, false))))
+	walk = pcar_value_walk_create();
+	if (pcar_type_holding(walk, get_atttype(relid, attnum)) == PCAR_HOLDS_NOTHING)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("column \"%s\" is not of type pgcrypt_at_rest.encrypted", column)));
+				 errmsg("column \"%s\" cannot hold values of type pgcrypt_at_rest.encrypted", column)));
 
-	/*
-	 * Exactly one expression: the worker splices it into its own query, so a
-	 * text that closes the parenthesis and adds statements must not pass.
-	 */
+	/* one expression over the row, castable to bytea: checked as the owner, as it will run */
 	if (expression != NULL)
 	{
-		char	   *problem;
-		List	   *parsed = parse_select_of(expression, &problem);
-		SelectStmt *select;
+		Relation	rel = table_open(relid, NoLock);
+		PcarRestricted r;
 
-		select = list_length(parsed) == 1 ?
-			(SelectStmt *) ((RawStmt *) linitial(parsed))->stmt : NULL;
-		if (select == NULL || !IsA(select, SelectStmt) || list_length(select->targetList) != 1 ||
-			select->fromClause != NIL || select->whereClause != NULL ||
-			strstr(expression, "--") != NULL || strstr(expression, "/*") != NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("context_expression must be a single SQL expression"),
-					 problem ? errdetail("%s.", problem) : 0,
-					 errhint("For example 'pg_catalog.int8send(id)'.")));
+		pcar_as_role_begin(&r, owner);
+		(void) pcar_context_compile(rel, expression);
+		pcar_as_role_end(&r);
+		table_close(rel, NoLock);
 	}
-
-	/* the expression must be valid SQL over the row, giving bytea */
-	if (expression != NULL)
-	{
-		pcar_restricted_begin(&r, pcar_relation_owner(relid));
-		pcar_spi_execute(psprintf("SELECT (%s)::pg_catalog.bytea FROM ONLY %s LIMIT 0", expression,
-								  quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-															 get_rel_name(relid))),
-						 SPI_OK_SELECT, 0, NULL, NULL);
-		pcar_restricted_end(&r);
-	}
-	pcar_store_set_column_context(get_namespace_name(get_rel_namespace(relid)),
-								  get_rel_name(relid), column, expression,
-								  GetUserNameFromId(pcar_relation_owner(relid), false));
+	pcar_context_store(relid, attnum, expression, owner);
 	pcar_wake_worker_at_commit();
 	PG_RETURN_VOID();
 }
@@ -386,6 +401,7 @@ pcar_drain(PG_FUNCTION_ARGS)
 	PcarDrainResult result;
 	int64		total = 0;
 
+	pcar_store_require_current_schema();
 	do
 	{
 		CHECK_FOR_INTERRUPTS();
@@ -398,14 +414,28 @@ pcar_drain(PG_FUNCTION_ARGS)
 Datum
 pcar_destroy_drained_keys_sql(PG_FUNCTION_ARGS)
 {
-	List	   *destroyed = pcar_destroy_drained_keys();
-	Datum	   *ids = palloc(sizeof(Datum) * Max(list_length(destroyed), 1));
+	List	   *destroyed;
+	Datum	   *ids;
 	ListCell   *cell;
 	int			n = 0;
+
+	pcar_store_require_current_schema();
+	destroyed = pcar_destroy_drained_keys();
+	ids = palloc(sizeof(Datum) * Max(list_length(destroyed), 1));
 
 	foreach(cell, destroyed)
 		ids[n++] = Int32GetDatum(lfirst_int(cell));
 	PG_RETURN_ARRAYTYPE_P(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
+}
+
+/* After a restore: its keys may be destroyed once drained, like any other. */
+Datum
+pcar_confirm_restore(PG_FUNCTION_ARGS)
+{
+	int64		adopted = pcar_store_confirm_restore();
+
+	pcar_wake_worker_at_commit();
+	PG_RETURN_INT64(adopted);
 }
 
 Datum

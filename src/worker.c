@@ -26,8 +26,10 @@
 #include "utils/timestamp.h"
 
 #include "drain.h"
+#include "commands/dbcommands.h"
 #include "guc.h"
 #include "key_destruction.h"
+#include "key_store.h"
 #include "pgcrypt_at_rest.h"
 #include "policy.h"
 #include "shared_state.h"
@@ -51,16 +53,25 @@ typedef struct StepState
 	List	   *destroyed;		/* key ids, logged once committed */
 } StepState;
 
-/* True when the extension, at a version with rotation, is in this database. */
+/*
+ * True when the extension, at the library's version, is in this database.
+ * An older version waits for ALTER EXTENSION ... UPDATE (the worker leaves,
+ * and the launcher asks again later).
+ */
 static bool
 extension_ready(void)
 {
-	Oid			schema;
-
 	if (!OidIsValid(get_extension_oid("pgcrypt_at_rest", true)))
 		return false;
-	schema = get_namespace_oid(PCAR_SCHEMA, true);
-	return OidIsValid(schema) && OidIsValid(get_relname_relid("rotation_pass", schema));
+	if (!pcar_store_schema_is_current())
+	{
+		ereport(LOG,
+				(errmsg("pgcrypt_at_rest worker: the extension in database \"%s\" is older than its library, so nothing rotates there",
+						get_database_name(MyDatabaseId)),
+				 errhint("Run ALTER EXTENSION pgcrypt_at_rest UPDATE in that database.")));
+		return false;
+	}
+	return true;
 }
 
 static void

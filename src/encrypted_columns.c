@@ -1,0 +1,77 @@
+/*
+ * encrypted_columns.c
+ *		Finding the columns that can hold encrypted values: of the type, of a
+ *		domain over it, of an array or composite type containing it at any
+ *		depth (encrypted_values.c decides), in tables, partitions,
+ *		inheritance children, materialized views and foreign tables.
+ *
+ * The catalog query runs as the key tables' owner with search_path pinned;
+ * it reads catalogs only, so no code of any table's owner runs.
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+
+#include "encrypted_columns.h"
+#include "encrypted_values.h"
+#include "key_store.h"
+#include "pgcrypt_at_rest.h"
+#include "restricted.h"
+
+PcarColumn *
+pcar_encrypted_columns(int *ncolumns)
+{
+	PcarRestricted r;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(get_namespace_oid(PCAR_SCHEMA, false))};
+	PcarColumn *columns;
+	PcarValueWalk *walk = pcar_value_walk_create();
+
+	pcar_restricted_begin(&r, pcar_store_owner());
+	/* built-in types (OIDs below FirstNormalObjectId) hold no encrypted value */
+	pcar_spi_execute("SELECT a.attrelid, a.attnum, a.atttypid, c.relkind, c.relpersistence"
+					 "  FROM pg_catalog.pg_attribute a"
+					 "  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid"
+					 " WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,m,f}')"
+					 "   AND c.relnamespace OPERATOR(pg_catalog.<>) $1"
+					 "   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped"
+					 "   AND a.atttypid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid"
+					 " ORDER BY 1, 2",
+					 SPI_OK_SELECT, 1, types, values);
+	columns = MemoryContextAlloc(r.caller_context, sizeof(PcarColumn) * Max(SPI_processed, 1));
+	*ncolumns = 0;
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		PcarColumn *column = &columns[*ncolumns];
+		bool		isnull;
+
+		column->relid = DatumGetObjectId(SPI_getbinval(tuple, desc, 1, &isnull));
+		column->attnum = DatumGetInt16(SPI_getbinval(tuple, desc, 2, &isnull));
+		column->typid = DatumGetObjectId(SPI_getbinval(tuple, desc, 3, &isnull));
+		column->relkind = DatumGetChar(SPI_getbinval(tuple, desc, 4, &isnull));
+		column->relpersistence = DatumGetChar(SPI_getbinval(tuple, desc, 5, &isnull));
+		column->holding = pcar_type_holding(walk, column->typid);
+		if (column->holding != PCAR_HOLDS_NOTHING)
+			(*ncolumns)++;
+	}
+	pcar_restricted_end(&r);
+	return columns;
+}
+
+bool
+pcar_column_is_readable(const PcarColumn *column, const char **reason)
+{
+	*reason = NULL;
+	if (column->relkind == RELKIND_FOREIGN_TABLE)
+		*reason = "a foreign table: its values cannot be counted, so no deprecated key is destroyed while it has this column";
+	else if (column->relpersistence == RELPERSISTENCE_TEMP)
+		*reason = "a temporary table: its values cannot be counted, so no deprecated key is destroyed while it exists";
+	else if (column->holding == PCAR_HOLDS_OPAQUE)
+		*reason = "a range over encrypted values: they cannot be counted, so no deprecated key is destroyed while this column exists";
+	return *reason == NULL;
+}
