@@ -50,6 +50,21 @@ SELECT sqlstate_of($$SELECT pgcrypt_at_rest.create_keyring('')$$);
 SELECT sqlstate_of($$SELECT pgcrypt_at_rest.rotate_keyring('nope')$$);
 SELECT sqlstate_of($$SELECT pgcrypt_at_rest.encrypt('x', 'nope')$$);
 
+-- a new name has no control character and no white space at either end, so
+-- 'pii', 'pii ' and E'pii\t' cannot be three keyrings; inside, space is fine
+SELECT pgcrypt_at_rest.create_keyring(E'pii\t');
+SELECT pgcrypt_at_rest.create_keyring(E'p\nii');
+SELECT pgcrypt_at_rest.create_keyring('pii ');
+SELECT pgcrypt_at_rest.create_keyring(' pii');
+SELECT pgcrypt_at_rest.create_keyring(E'pii\x7f');
+SELECT sqlstate_of($$SELECT pgcrypt_at_rest.create_keyring('pii ')$$);
+SELECT pgcrypt_at_rest.create_keyring('two words') > 0 AS inner_space_ok;
+SELECT count(*) AS keyrings_named_pii FROM pgcrypt_at_rest.keyrings WHERE name LIKE '%pii%';
+-- a name from before the rule (loaded as a restore would) still works
+INSERT INTO pgcrypt_at_rest.keyring (name) VALUES ('legacy ');
+SELECT pgcrypt_at_rest.rotate_keyring('legacy ') > 0 AS legacy_rotated;
+SELECT pgcrypt_at_rest.decrypt_text(pgcrypt_at_rest.encrypt('x', 'legacy ')) AS legacy_round_trip;
+
 -- rotation: a new active key, the previous one deprecated but readable
 CREATE TABLE people (id int, ssn pgcrypt_at_rest.encrypted);
 INSERT INTO people VALUES (1, pgcrypt_at_rest.encrypt('111-11-1111', 'pii'));
@@ -113,3 +128,15 @@ RESET ROLE;
 DROP TABLE people;
 DROP OWNED BY regress_reader, regress_app;
 DROP ROLE regress_reader, regress_app;
+
+-- in a UTF8 database, Unicode white space and C1 controls are refused too
+\set regress_db :DBNAME
+CREATE DATABASE regress_pcar_names ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0;
+\c regress_pcar_names
+CREATE EXTENSION pgcrypt_at_rest;
+SELECT pgcrypt_at_rest.create_keyring(E'pii\u00a0');
+SELECT pgcrypt_at_rest.create_keyring(E'\u3000pii');
+SELECT pgcrypt_at_rest.create_keyring(E'pi\u0085i');
+SELECT pgcrypt_at_rest.create_keyring(E'p\u00efi') > 0 AS accented_ok;
+\c :regress_db
+DROP DATABASE regress_pcar_names;

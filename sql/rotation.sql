@@ -164,6 +164,28 @@ SELECT count(*) FILTER (WHERE pgcrypt_at_rest.key_id(v) = :rot_key3
 DROP TABLE handed_over;
 DROP ROLE regress_rot_owner;
 
+-- the owner is recorded as a role: REASSIGN OWNED moves the table, not the
+-- declaration, which goes stale; a dropped role leaves only its OID behind
+CREATE ROLE regress_rot_first;
+CREATE ROLE regress_rot_second;
+CREATE TABLE reassigned (id int, v pgcrypt_at_rest.encrypted);
+ALTER TABLE reassigned OWNER TO regress_rot_first;
+SET ROLE regress_rot_first;
+SELECT pgcrypt_at_rest.set_column_context('reassigned', 'v', 'pg_catalog.int4send(id)');
+RESET ROLE;
+SELECT table_owner, pg_typeof(table_owner) FROM pgcrypt_at_rest.column_context WHERE table_name = 'reassigned';
+INSERT INTO reassigned SELECT i, pgcrypt_at_rest.encrypt('r' || i, 'rot', int4send(i)) FROM generate_series(1, 2) i;
+REASSIGN OWNED BY regress_rot_first TO regress_rot_second;
+DROP ROLE regress_rot_first;
+SELECT table_owner::text ~ '^[0-9]+$' AS only_an_oid_left FROM pgcrypt_at_rest.column_context
+ WHERE table_name = 'reassigned';
+SELECT pgcrypt_at_rest.rotate_keyring('rot') > 0 AS rotated;
+SELECT pgcrypt_at_rest.drain() >= 0 AS drained;
+SELECT remaining, unrotatable, unrotatable_reason FROM pgcrypt_at_rest.rotation_status
+ WHERE table_name = 'reassigned'::regclass;
+DROP TABLE reassigned;
+DROP ROLE regress_rot_second;
+
 -- a temporary table's values cannot be counted: while it exists, no key goes
 CREATE TABLE kept_values (v pgcrypt_at_rest.encrypted);
 INSERT INTO kept_values SELECT pgcrypt_at_rest.encrypt('k', 'rot');
