@@ -579,6 +579,53 @@ find_rows(Relation rel, AttrNumber attnum, Oid typid, ItemPointer position,
 }
 
 /*
+ * Locks each row found, evaluates its context, re-encrypts its values and
+ * writes it back: the part of a batch that runs the table owner's code.
+ */
+static void
+rewrite_rows(Relation rel, AttrNumber attnum, Oid typid, const char *expression,
+			 const ItemPointerData *rows, int nrows, RowContext *row, Snapshot snapshot)
+{
+	PcarRowRewrite *rewrite = pcar_row_rewrite_begin(rel, attnum);
+	PcarContextExpression *context = expression ? pcar_context_compile(rel, expression) : NULL;
+	PcarValueWalk *walk = pcar_value_walk_create();
+	MemoryContext per_row = AllocSetContextCreate(CurrentMemoryContext, "pgcrypt_at_rest row",
+												  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext caller = CurrentMemoryContext;
+
+	for (int i = 0; i < nrows; i++)
+	{
+		ItemPointerData tid = rows[i];
+		TupleTableSlot *locked;
+		bool		isnull;
+		bool		replaced;
+		Datum		value;
+
+		CHECK_FOR_INTERRUPTS();
+		MemoryContextReset(per_row);
+		MemoryContextSwitchTo(per_row);
+		/* the latest version, which may differ from the one found */
+		locked = pcar_row_rewrite_lock(rewrite, &tid, snapshot);
+		value = locked ? slot_getattr(locked, attnum, &isnull) : (Datum) 0;
+		if (locked != NULL && !isnull)
+		{
+			bytea	   *context_value = context ? pcar_context_evaluate(context, locked) : NULL;
+
+			row->context = context_value ? (const uint8 *) VARDATA_ANY(context_value) : NULL;
+			row->context_len = context_value ? VARSIZE_ANY_EXHDR(context_value) : 0;
+			value = pcar_replace_values(walk, value, typid, reencrypt_value, row, &replaced);
+			if (replaced)
+				pcar_row_rewrite_update(rewrite, value);
+		}
+		MemoryContextSwitchTo(caller);
+	}
+	MemoryContextDelete(per_row);
+	pcar_row_rewrite_end(rewrite);
+	/* later batches of this transaction (drain()) see the new versions */
+	CommandCounterIncrement();
+}
+
+/*
  * One batch on one column, from the row after *position; returns the number
  * of rows found, and moves *position to the last one.  Sets *busy, without
  * waiting, when another session holds a lock that keeps us out of the table.
@@ -639,43 +686,31 @@ reencrypt_batch(const PcarColumn *column, ItemPointer position, DrainKey *keys, 
 	rows = find_rows(rel, column->attnum, typid, position, usable_ids, nusable, snapshot, &nrows);
 	if (nrows > 0)
 	{
-		PcarRowRewrite *rewrite = pcar_row_rewrite_begin(rel, column->attnum);
-		PcarContextExpression *context = expression ? pcar_context_compile(rel, expression) : NULL;
-		PcarValueWalk *walk = pcar_value_walk_create();
-		MemoryContext per_row = AllocSetContextCreate(CurrentMemoryContext, "pgcrypt_at_rest row",
-													  ALLOCSET_DEFAULT_SIZES);
 		MemoryContext caller = CurrentMemoryContext;
 
-		for (int i = 0; i < nrows; i++)
+		/*
+		 * The owner's code may fail.  Its error is the table's, reported with
+		 * the table's name and without its detail: a failing CHECK's detail
+		 * holds the row, which whoever called drain() may not read.
+		 */
+		PG_TRY();
 		{
-			ItemPointerData tid = rows[i];
-			TupleTableSlot *locked;
-			bool		isnull;
-			bool		replaced;
-			Datum		value;
-
-			CHECK_FOR_INTERRUPTS();
-			MemoryContextReset(per_row);
-			MemoryContextSwitchTo(per_row);
-			/* the latest version, which may differ from the one found */
-			locked = pcar_row_rewrite_lock(rewrite, &tid, snapshot);
-			value = locked ? slot_getattr(locked, column->attnum, &isnull) : (Datum) 0;
-			if (locked != NULL && !isnull)
-			{
-				bytea	   *context_value = context ? pcar_context_evaluate(context, locked) : NULL;
-
-				row.context = context_value ? (const uint8 *) VARDATA_ANY(context_value) : NULL;
-				row.context_len = context_value ? VARSIZE_ANY_EXHDR(context_value) : 0;
-				value = pcar_replace_values(walk, value, typid, reencrypt_value, &row, &replaced);
-				if (replaced)
-					pcar_row_rewrite_update(rewrite, value);
-			}
-			MemoryContextSwitchTo(caller);
+			rewrite_rows(rel, column->attnum, typid, expression, rows, nrows, &row, snapshot);
 		}
-		MemoryContextDelete(per_row);
-		pcar_row_rewrite_end(rewrite);
-		/* later batches of this transaction (drain()) see the new versions */
-		CommandCounterIncrement();
+		PG_CATCH();
+		{
+			ErrorData  *error;
+
+			MemoryContextSwitchTo(caller);
+			error = CopyErrorData();
+			FlushErrorState();
+			ereport(ERROR,
+					(errcode(error->sqlerrcode),
+					 errmsg("could not re-encrypt table \"%s\": %s",
+							RelationGetRelationName(rel), error->message),
+					 errhint("The table's own code (a constraint, an index expression, a generated column or its context expression) failed as its owner; values it holds stay under their key until it succeeds.")));
+		}
+		PG_END_TRY();
 		*position = rows[nrows - 1];
 	}
 	UnregisterSnapshot(snapshot);
