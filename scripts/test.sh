@@ -9,6 +9,17 @@ set -euo pipefail
 need_root
 install_dependencies
 build_and_install
+# Citus for t/013_citus.pl (Debian has no package; the shared tree builds it,
+# about two minutes the first time).  Where the installer exists, the test
+# must run: a failed install makes it fail rather than skip.
+citus_installer=$REPO_DIR/../shared/scripts/install-citus.sh
+if [ -f "$citus_installer" ]; then
+	export PCAR_REQUIRE_CITUS=1
+	log "installing Citus for the tests"
+	bash "$citus_installer" || log "installing Citus failed: t/013_citus.pl will fail"
+else
+	log "note: $citus_installer not found; t/013_citus.pl is skipped unless Citus is installed"
+fi
 
 work=$(postgres_owned_copy test)
 secret=$work/test_keys/server.key
