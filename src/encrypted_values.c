@@ -48,7 +48,7 @@ typedef struct TypeEntry
 	Oid			typid;			/* hash key */
 	PcarHolding holding;
 	TypeShape	shape;
-	Oid			base_type;		/* of a domain */
+	Oid			base_type;		/* of a domain, under every domain level */
 	int16		typlen;			/* as an array element */
 	bool		typbyval;
 	char		typalign;
@@ -147,9 +147,10 @@ type_entry(PcarValueWalk *walk, Oid typid)
 	}
 	else if (form->typtype == TYPTYPE_DOMAIN)
 	{
+		/* straight to the bottom: one domain_check covers the whole chain */
 		entry->shape = SHAPE_DOMAIN;
-		entry->base_type = form->typbasetype;
-		entry->holding = type_entry(walk, form->typbasetype)->holding;
+		entry->base_type = getBaseType(typid);
+		entry->holding = type_entry(walk, entry->base_type)->holding;
 	}
 	else if (form->typtype == TYPTYPE_BASE && IsTrueArrayType(form))
 	{

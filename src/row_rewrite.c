@@ -50,7 +50,11 @@ pcar_row_rewrite_begin(Relation rel, AttrNumber attnum)
 	rewrite->attnum = attnum;
 	rewrite->estate = CreateExecutorState();
 
-	/* the column set: only generated columns that depend on it are computed */
+	/*
+	 * The column set: only generated columns that depend on it are computed
+	 * (all of them, as PostgreSQL decides, if the table has BEFORE UPDATE
+	 * triggers, although none fires here).
+	 */
 	rte->rtekind = RTE_RELATION;
 	rte->relid = RelationGetRelid(rel);
 	rte->relkind = rel->rd_rel->relkind;
