@@ -33,16 +33,18 @@
 
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
 
 #include "encrypted_columns.h"
 #include "guc.h"
 #include "key_destruction.h"
 #include "key_store.h"
-#include "utils/snapmgr.h"
 #include "value_census.h"
 
 typedef struct Round
@@ -86,23 +88,62 @@ round_waits_over(Round *round, bool wait)
 	return true;
 }
 
+/* Locks a table for the census, until the transaction ends. */
+static bool
+lock_for_count(Oid relid, bool wait)
+{
+	if (!wait)
+		return ConditionalLockRelationOid(relid, AccessShareLock);
+	LockRelationOid(relid, AccessShareLock);
+	return true;
+}
+
 /*
  * Versions of rows under the key that any snapshot may still read, in every
  * column that can hold encrypted values; -1 when some cannot be counted.
+ *
+ * The count must see every table at one moment.  Tables counted one after
+ * the other, each unlocked once counted, let a transaction copy values into
+ * a table already counted and then TRUNCATE or drop the source, which
+ * leaves no row version behind: the values would go uncounted.  So every
+ * table is locked first and stays locked until the key is destroyed (in the
+ * same transaction), the list of tables is read again until no new one
+ * appears, and only then is the snapshot taken and are the heaps read.
+ * Copies made by plain INSERT and DELETE are row versions the count sees.
  */
 static int64
 count_key_values(int32 key_id, bool wait)
 {
 	int			ncolumns;
-	PcarColumn *columns = pcar_encrypted_columns(&ncolumns);
+	PcarColumn *columns;
+	List	   *locked = NIL;
 	int64		total = 0;
 	const char *reason;
 
-	for (int c = 0; c < ncolumns; c++)
-		if (!pcar_column_is_readable(&columns[c], &reason))
-			return -1;
+	for (int attempt = 0;; attempt++)
+	{
+		bool		new_table = false;
 
-	/* an MVCC snapshot of our own holds back what may count as dead */
+		columns = pcar_encrypted_columns(&ncolumns);
+		for (int c = 0; c < ncolumns; c++)
+		{
+			if (!pcar_column_is_readable(&columns[c], &reason))
+				return -1;
+			if (list_member_oid(locked, columns[c].relid))
+				continue;
+			if (!lock_for_count(columns[c].relid, wait))
+				return -1;
+			locked = lappend_oid(locked, columns[c].relid);
+			new_table = true;
+		}
+		if (!new_table)
+			break;
+		/* tables keep appearing: count again at the next round */
+		if (attempt == 10)
+			return -1;
+	}
+
+	/* after the locks: an MVCC snapshot of our own holds back what may count as dead */
 	PushActiveSnapshot(GetTransactionSnapshot());
 	for (int c = 0; c < ncolumns && total >= 0;)
 	{
@@ -249,7 +290,7 @@ List *
 pcar_destroy_drained_keys(void)
 {
 	List	   *destroyed = NIL;
-	List	   *candidates;
+	List	   *candidates = NIL;
 	ListCell   *cell;
 
 	/* it waits for every other transaction: one waiting on our locks would deadlock */
@@ -265,16 +306,36 @@ pcar_destroy_drained_keys(void)
 				 errmsg("destroy_drained_keys() must run at the READ COMMITTED isolation level"),
 				 errdetail("It counts the remaining values with a fresh snapshot after waiting for older transactions.")));
 
-	candidates = pcar_store_deprecated_keys();
+	/*
+	 * Keys with values now are not waited for.  That first count runs in a
+	 * subtransaction rolled back at once, to let go of its table locks: a
+	 * transaction we then wait for could be waiting for them in turn.
+	 */
+	foreach(cell, pcar_store_deprecated_keys())
+	{
+		int32		key_id = lfirst_int(cell);
+		MemoryContext context = CurrentMemoryContext;
+		ResourceOwner owner = CurrentResourceOwner;
+		int64		count;
+
+		if (held(key_id, NOTICE))
+			continue;
+		BeginInternalSubTransaction(NULL);
+		count = count_key_values(key_id, true);
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(context);
+		CurrentResourceOwner = owner;
+		if (count == 0)
+			candidates = lappend_int(candidates, key_id);
+	}
+
+	/* one wait for every transaction running now, then the final counts */
+	if (candidates != NIL)
+		(void) round_waits_over(start_round(linitial_int(candidates), CurrentMemoryContext), true);
 	foreach(cell, candidates)
 	{
 		int32		key_id = lfirst_int(cell);
-		Round	   *round;
 
-		if (held(key_id, NOTICE) || count_key_values(key_id, true) != 0)
-			continue;
-		round = start_round(key_id, CurrentMemoryContext);
-		(void) round_waits_over(round, true);
 		if (finish_round(key_id, true, NOTICE))
 			destroyed = lappend_int(destroyed, key_id);
 	}

@@ -158,7 +158,8 @@ pcar_census_table(const PcarColumn *columns, int ncolumns, const int32 *key_ids,
 	table_endscan(scan);
 	if (mode == PCAR_CENSUS_VISIBLE)
 		UnregisterSnapshot(snapshot);
-	table_close(rel, AccessShareLock);
+	/* held to the end of the transaction: see pcar_census_table() */
+	table_close(rel, NoLock);
 	MemoryContextDelete(per_tuple);
 	return result;
 }

@@ -24,7 +24,9 @@ typedef enum PcarCensusResult
 /*
  * Adds to counts[c * nkeys + k] the values under key_ids[k] in columns[c],
  * all columns of one table.  With wait false, a table another session has
- * locked (ACCESS EXCLUSIVE) is not waited for: PCAR_CENSUS_BUSY.
+ * locked (ACCESS EXCLUSIVE) is not waited for: PCAR_CENSUS_BUSY.  The table
+ * stays locked (ACCESS SHARE) until the transaction ends, so a count spanning
+ * tables is not undone by a TRUNCATE or DROP behind it.
  */
 extern PcarCensusResult pcar_census_table(const PcarColumn *columns, int ncolumns,
 										  const int32 *key_ids, int nkeys, int64 *counts,
