@@ -186,6 +186,40 @@ SELECT remaining, unrotatable, unrotatable_reason FROM pgcrypt_at_rest.rotation_
 DROP TABLE reassigned;
 DROP ROLE regress_rot_second;
 
+-- the caller's superuser-only settings do not reach a table owner's code:
+-- its context expression sees them at their defaults
+CREATE ROLE regress_rot_tenant;
+CREATE TABLE tenant_rows (id int, v pgcrypt_at_rest.encrypted);
+CREATE TABLE tenant_seen (setting text, value text);
+ALTER TABLE tenant_rows OWNER TO regress_rot_tenant;
+ALTER TABLE tenant_seen OWNER TO regress_rot_tenant;
+CREATE FUNCTION tenant_context(id int) RETURNS bytea LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO public.tenant_seen
+		SELECT name, setting FROM pg_catalog.pg_settings
+		 WHERE name IN ('lo_compat_privileges', 'session_replication_role', 'log_statement');
+	RETURN pg_catalog.int4send(id);
+END $$;
+ALTER FUNCTION tenant_context(int) OWNER TO regress_rot_tenant;
+INSERT INTO tenant_rows VALUES (1, pgcrypt_at_rest.encrypt('t', 'rot', int4send(1)));
+SET ROLE regress_rot_tenant;
+SELECT pgcrypt_at_rest.set_column_context('tenant_rows', 'v', 'public.tenant_context(id)');
+RESET ROLE;
+SELECT pgcrypt_at_rest.rotate_keyring('rot') > 0 AS rotated;
+SET lo_compat_privileges = on;
+SET session_replication_role = replica;
+SET log_statement = 'all';
+SELECT pgcrypt_at_rest.drain() > 0 AS drained;
+SELECT current_setting('lo_compat_privileges') AS caller_lo_compat, current_setting('log_statement') AS caller_log;
+RESET lo_compat_privileges;
+RESET session_replication_role;
+RESET log_statement;
+SELECT DISTINCT setting, value FROM tenant_seen ORDER BY 1;
+SELECT pgcrypt_at_rest.decrypt_text(v, int4send(id)) FROM tenant_rows;
+DROP TABLE tenant_rows, tenant_seen;
+DROP FUNCTION tenant_context(int);
+DROP ROLE regress_rot_tenant;
+
 -- a temporary table's values cannot be counted: while it exists, no key goes
 CREATE TABLE kept_values (v pgcrypt_at_rest.encrypted);
 INSERT INTO kept_values SELECT pgcrypt_at_rest.encrypt('k', 'rot');

@@ -7,8 +7,9 @@
  * The rule this serves: no code a table's owner wrote (index expressions
  * and predicates, CHECK constraints, domain constraints, generated columns,
  * context expressions) runs with more rights than that owner, nor with
- * settings the owner could not set: search_path is pg_catalog, pg_temp and
- * session_replication_role is origin, whatever the caller's session says.
+ * settings the owner could not set: search_path is pg_catalog, pg_temp,
+ * session_replication_role is origin, and every other superuser-only
+ * setting the caller's role or session chose is back at its default.
  * Where the extension only needs to read a user table, it reads the heap
  * directly and runs no user code at all (value_census.c).
  */
@@ -23,12 +24,18 @@ typedef struct PcarRestricted
 	MemoryContext caller_context;	/* results must outlive SPI's memory */
 } PcarRestricted;
 
-/* Switches to role in a security-restricted context and pins the settings. */
+/*
+ * Switches to role (a table's owner, whose code will run) in a
+ * security-restricted context and pins the settings.
+ */
 extern void pcar_as_role_begin(PcarRestricted *r, Oid role);
 /* Restores the role, the context and every setting. */
 extern void pcar_as_role_end(PcarRestricted *r);
 
-/* The same, with SPI connected in between. */
+/*
+ * For the extension's own SQL on its tables, as their owner: the same, with
+ * SPI connected, but the caller's superuser-only settings left as they are.
+ */
 extern void pcar_restricted_begin(PcarRestricted *r, Oid role);
 extern void pcar_restricted_end(PcarRestricted *r);
 
