@@ -36,7 +36,7 @@ PGFILEDESC = "pgcrypt_at_rest - encrypted columns with sealed, rotating data key
 # Regression tests need the library preloaded and a server secret: scripts/test.sh
 # writes the secret and passes --temp-instance/--temp-config through EXTRA_REGRESS_OPTS.
 REGRESS = type_io keyring encrypt_decrypt errors rotation nested_values upgrade
-ISOLATION = concurrent_rotation context_owner_change destruction_count_moves rotation_update rotation_delete rotation_insert_select rotation_long_transaction rotation_copy_chain
+ISOLATION = concurrent_rotation context_owner_change destruction_count_moves rotation_key_share rotation_update rotation_delete rotation_insert_select rotation_long_transaction rotation_copy_chain
 TAP_TESTS = 1
 
 PG_CPPFLAGS = -I$(srcdir)/src

@@ -186,6 +186,27 @@ SELECT remaining, unrotatable, unrotatable_reason FROM pgcrypt_at_rest.rotation_
 DROP TABLE reassigned;
 DROP ROLE regress_rot_second;
 
+-- a generated column computed from the ciphertext changes with it: in a
+-- unique index it is checked as usual, but in a foreign key (whose checks are
+-- triggers, which do not fire) the table is refused and its values kept
+CREATE TABLE fingerprinted (id int, v pgcrypt_at_rest.encrypted,
+	fp bytea GENERATED ALWAYS AS (sha256(v::bytea)) STORED UNIQUE);
+INSERT INTO fingerprinted SELECT i, pgcrypt_at_rest.encrypt('f' || i, 'rot') FROM generate_series(1, 3) i;
+CREATE TABLE allowed_keys (kid int PRIMARY KEY);
+INSERT INTO allowed_keys SELECT key_id FROM pgcrypt_at_rest.keys WHERE keyring = 'rot' AND status = 'active';
+CREATE TABLE key_checked (id int, v pgcrypt_at_rest.encrypted,
+	kid int GENERATED ALWAYS AS (pgcrypt_at_rest.key_id(v)) STORED REFERENCES allowed_keys);
+INSERT INTO key_checked SELECT i, pgcrypt_at_rest.encrypt('k' || i, 'rot') FROM generate_series(1, 2) i;
+SELECT pgcrypt_at_rest.rotate_keyring('rot') AS rot_fp \gset
+SELECT pgcrypt_at_rest.drain();
+DROP TABLE key_checked, allowed_keys;
+SELECT pgcrypt_at_rest.drain() > 0 AS drained;
+SELECT count(*) FILTER (WHERE pgcrypt_at_rest.key_id(v) = :rot_fp) AS under_new_key,
+	   count(*) FILTER (WHERE fp = sha256(v::bytea)) AS fingerprint_follows,
+	   count(*) FILTER (WHERE pgcrypt_at_rest.decrypt_text(v) = 'f' || id) AS decrypts
+  FROM fingerprinted;
+DROP TABLE fingerprinted;
+
 -- the caller's superuser-only settings do not reach a table owner's code:
 -- its context expression sees them at their defaults
 CREATE ROLE regress_rot_tenant;

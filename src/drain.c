@@ -708,6 +708,7 @@ reencrypt_batch(const PcarColumn *column, ItemPointer position, DrainKey *keys, 
 					(errcode(error->sqlerrcode),
 					 errmsg("could not re-encrypt table \"%s\": %s",
 							RelationGetRelationName(rel), error->message),
+					 error->hint ? errhint("%s", error->hint) :
 					 errhint("The table's own code (a constraint, an index expression, a generated column or its context expression) failed as its owner; values it holds stay under their key until it succeeds.")));
 		}
 		PG_END_TRY();

@@ -10,20 +10,37 @@
  *		compute generated columns, check constraints and the partition bound,
  *		update the heap, insert index entries.
  *
- * Skipping the table's own internal triggers is sound: the column replaced
- * holds ciphertext, which has no equality operator, so it is in no key,
- * unique constraint or foreign key, and no key column changes.
+ * Skipping the table's own internal triggers is sound as long as no column
+ * in a foreign key or a deferred constraint changes.  The column replaced
+ * holds ciphertext, which has no equality operator, so it is in none; but a
+ * stored generated column computed from it changes with it, and one in a
+ * foreign key (either side) or a deferred constraint, whose checks are
+ * triggers, makes the table refused.  One in a unique index is checked by
+ * the index insertion, and its row is locked as an UPDATE of a key would
+ * be, so that no foreign-key check holding the row makes us wait.
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/sysattr.h"
+#include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_constraint.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/nodeModifyTable.h"
 #include "nodes/makefuncs.h"
 #include "nodes/parsenodes.h"
+#include "optimizer/optimizer.h"
+#include "rewrite/rewriteHandler.h"
+#include "utils/array.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 #include "row_rewrite.h"
 
@@ -35,16 +52,121 @@ struct PcarRowRewrite
 	ResultRelInfo *result_rel;
 	TupleTableSlot *locked;		/* the latest version of the row locked */
 	TupleTableSlot *updated;	/* its replacement */
+	LockTupleMode lock_mode;
 };
+
+#define COLUMN_BIT(attnum)	((attnum) - FirstLowInvalidHeapAttributeNumber)
+
+/* The column replaced and the stored generated columns computed from it. */
+static Bitmapset *
+changed_columns(Relation rel, AttrNumber attnum)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	Bitmapset  *changed = bms_make_singleton(COLUMN_BIT(attnum));
+
+	if (!(desc->constr && desc->constr->has_generated_stored))
+		return changed;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Bitmapset  *used = NULL;
+
+		if (TupleDescAttr(desc, i)->attgenerated != ATTRIBUTE_GENERATED_STORED)
+			continue;
+		pull_varattnos(build_column_default(rel, i + 1), 1, &used);
+		if (bms_is_member(COLUMN_BIT(attnum), used))
+			changed = bms_add_member(changed, COLUMN_BIT(i + 1));
+	}
+	return changed;
+}
+
+/* A changed column in a foreign key or a deferred constraint, or 0. */
+static AttrNumber
+column_with_trigger_checks(Relation rel, Bitmapset *changed)
+{
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *cell;
+	Relation	constraints;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tuple;
+	AttrNumber	found = 0;
+
+	/* as the referencing table */
+	foreach(cell, RelationGetFKeyList(rel))
+	{
+		ForeignKeyCacheInfo *fk = lfirst_node(ForeignKeyCacheInfo, cell);
+
+		for (int k = 0; k < fk->nkeys; k++)
+			if (bms_is_member(COLUMN_BIT(fk->conkey[k]), changed))
+				return fk->conkey[k];
+	}
+
+	/* deferred unique and exclusion constraints: their recheck is a trigger */
+	foreach(cell, indexes)
+	{
+		HeapTuple	index_tuple = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(cell)));
+		Form_pg_index index;
+
+		if (!HeapTupleIsValid(index_tuple))
+			continue;
+		index = (Form_pg_index) GETSTRUCT(index_tuple);
+		for (int k = 0; k < index->indnatts && found == 0 && !index->indimmediate; k++)
+			if (index->indkey.values[k] != 0 &&
+				bms_is_member(COLUMN_BIT(index->indkey.values[k]), changed))
+				found = index->indkey.values[k];
+		ReleaseSysCache(index_tuple);
+		if (found != 0)
+			return found;
+	}
+
+	/* as the referenced table: no catalog index finds these, so scan */
+	constraints = table_open(ConstraintRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_constraint_confrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(RelationGetRelid(rel)));
+	scan = systable_beginscan(constraints, InvalidOid, false, NULL, 1, &key);
+	while (found == 0 && HeapTupleIsValid(tuple = systable_getnext(scan)))
+	{
+		Datum		confkey;
+		bool		isnull;
+		Datum	   *attnums;
+		int			nattnums;
+
+		if (((Form_pg_constraint) GETSTRUCT(tuple))->contype != CONSTRAINT_FOREIGN)
+			continue;
+		confkey = heap_getattr(tuple, Anum_pg_constraint_confkey, RelationGetDescr(constraints), &isnull);
+		if (isnull)
+			continue;
+		deconstruct_array(DatumGetArrayTypeP(confkey), INT2OID, sizeof(int16), true, TYPALIGN_SHORT,
+						  &attnums, NULL, &nattnums);
+		for (int k = 0; k < nattnums && found == 0; k++)
+			if (bms_is_member(COLUMN_BIT(DatumGetInt16(attnums[k])), changed))
+				found = DatumGetInt16(attnums[k]);
+	}
+	systable_endscan(scan);
+	table_close(constraints, AccessShareLock);
+	return found;
+}
 
 PcarRowRewrite *
 pcar_row_rewrite_begin(Relation rel, AttrNumber attnum)
 {
 	PcarRowRewrite *rewrite = palloc0(sizeof(PcarRowRewrite));
 	RangeTblEntry *rte = makeNode(RangeTblEntry);
+	Bitmapset  *changed = changed_columns(rel, attnum);
+	AttrNumber	checked_by_trigger;
 
 	/* an UPDATE would be refused where it could not be replicated */
 	CheckCmdReplicaIdentity(rel, CMD_UPDATE);
+	if (bms_num_members(changed) > 1 &&
+		(checked_by_trigger = column_with_trigger_checks(rel, changed)) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("column \"%s\" is computed from encrypted values and is part of a foreign key or a deferred constraint",
+						get_attname(RelationGetRelid(rel), checked_by_trigger, false)),
+				 errdetail("Re-encrypting changes it, and those constraints are checked by triggers, which do not fire during re-encryption."),
+				 errhint("Re-encrypt the table with an UPDATE of your own, or drop the constraint while the keys drain.")));
+	rewrite->lock_mode = bms_overlap(changed, RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_KEY)) ?
+		LockTupleExclusive : LockTupleNoKeyExclusive;
 
 	rewrite->rel = rel;
 	rewrite->attnum = attnum;
@@ -80,13 +202,13 @@ pcar_row_rewrite_lock(PcarRowRewrite *rewrite, ItemPointer tid, Snapshot snapsho
 	TM_Result	result;
 
 	/*
-	 * No key column changes, so the weaker lock an UPDATE of non-key columns
-	 * takes; SKIP LOCKED semantics, so no application ever waits for us.  A
-	 * snapshot-isolated caller cannot follow a newer version: it skips the
-	 * row, and a later pass finds it.
+	 * The lock an UPDATE of the same columns would take, with SKIP LOCKED
+	 * semantics, so no application ever waits for us.  A snapshot-isolated
+	 * caller cannot follow a newer version: it skips the row, and a later
+	 * pass finds it.
 	 */
 	result = table_tuple_lock(rewrite->rel, tid, snapshot, rewrite->locked,
-							  rewrite->estate->es_output_cid, LockTupleNoKeyExclusive,
+							  rewrite->estate->es_output_cid, rewrite->lock_mode,
 							  LockWaitSkip,
 							  IsolationUsesXactSnapshot() ? 0 : TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
 							  &failure);
