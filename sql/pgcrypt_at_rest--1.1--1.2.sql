@@ -53,6 +53,20 @@ COMMENT ON FUNCTION pgcrypt_at_rest.confirm_restore() IS
 REVOKE ALL ON FUNCTION pgcrypt_at_rest.confirm_restore() FROM PUBLIC;
 
 ------------------------------------------------------------------------------
+-- pg_restore -j loads configuration tables in parallel: pg_dump orders their
+-- data by foreign key only for a serial restore (the order is not recorded in
+-- the archive), so a key's sealed copy could arrive before the key and fail.
+-- Only the extension's functions write these tables, in one transaction each,
+-- and they keep them consistent.
+------------------------------------------------------------------------------
+
+ALTER TABLE pgcrypt_at_rest.sealed_key
+	DROP CONSTRAINT sealed_key_key_id_fkey,
+	DROP CONSTRAINT sealed_key_server_public_key_fkey;
+ALTER TABLE pgcrypt_at_rest.data_key
+	DROP CONSTRAINT data_key_keyring_id_fkey;
+
+------------------------------------------------------------------------------
 -- The owner a context expression was declared for, as a role: checked by
 -- OID, dumped by name.  A declaration for a role that no longer exists could
 -- never be used again, and is dropped.
