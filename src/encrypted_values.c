@@ -198,6 +198,21 @@ deform_composite(Datum value, TupleDesc *desc, Datum **values, bool **nulls)
 	heap_deform_tuple(&tuple, *desc, *values, *nulls);
 }
 
+/* An array value's elements, deformed; returns how many. */
+static int
+deform_array(PcarValueWalk *walk, Datum value, ArrayType **array, TypeEntry **element,
+			 Datum **elements, bool **nulls)
+{
+	int			count;
+
+	*array = DatumGetArrayTypeP(value);
+	*element = type_entry(walk, ARR_ELEMTYPE(*array));
+	deconstruct_array(*array, ARR_ELEMTYPE(*array), (*element)->typlen,
+					  (*element)->typbyval, (*element)->typalign,
+					  elements, nulls, &count);
+	return count;
+}
+
 static void
 visit(PcarValueWalk *walk, Datum value, TypeEntry *type, PcarKeyIdVisitor visitor, void *arg)
 {
@@ -222,15 +237,12 @@ visit(PcarValueWalk *walk, Datum value, TypeEntry *type, PcarKeyIdVisitor visito
 			break;
 		case SHAPE_ARRAY:
 			{
-				ArrayType  *array = DatumGetArrayTypeP(value);
-				TypeEntry  *element = type_entry(walk, ARR_ELEMTYPE(array));
+				ArrayType  *array;
+				TypeEntry  *element;
 				Datum	   *elements;
 				bool	   *nulls;
-				int			count;
+				int			count = deform_array(walk, value, &array, &element, &elements, &nulls);
 
-				deconstruct_array(array, ARR_ELEMTYPE(array), element->typlen,
-								  element->typbyval, element->typalign,
-								  &elements, &nulls, &count);
 				for (int i = 0; i < count; i++)
 					if (!nulls[i])
 						visit(walk, elements[i], element, visitor, arg);
@@ -297,15 +309,12 @@ replace(PcarValueWalk *walk, Datum value, TypeEntry *type, PcarValueReplacer rep
 			}
 		case SHAPE_ARRAY:
 			{
-				ArrayType  *array = DatumGetArrayTypeP(value);
-				TypeEntry  *element = type_entry(walk, ARR_ELEMTYPE(array));
+				ArrayType  *array;
+				TypeEntry  *element;
 				Datum	   *elements;
 				bool	   *nulls;
-				int			count;
+				int			count = deform_array(walk, value, &array, &element, &elements, &nulls);
 
-				deconstruct_array(array, ARR_ELEMTYPE(array), element->typlen,
-								  element->typbyval, element->typalign,
-								  &elements, &nulls, &count);
 				for (int i = 0; i < count; i++)
 				{
 					bool		element_replaced;
