@@ -207,8 +207,32 @@ SELECT count(*) FILTER (WHERE pgcrypt_at_rest.key_id(v) = :rot_fp) AS under_new_
   FROM fingerprinted;
 DROP TABLE fingerprinted;
 
--- the caller's superuser-only settings do not reach a table owner's code:
--- its context expression sees them at their defaults
+-- a deferred constraint that finds a possible conflict would need its
+-- recheck trigger at commit: the row is refused, the constraint holds
+CREATE TABLE one_per_key (id int, v pgcrypt_at_rest.encrypted,
+	EXCLUDE USING btree (pgcrypt_at_rest.key_id(v) WITH =) DEFERRABLE INITIALLY DEFERRED);
+INSERT INTO one_per_key VALUES (1, pgcrypt_at_rest.encrypt('a', 'rot'));
+SELECT pgcrypt_at_rest.rotate_keyring('rot') > 0 AS rotated;
+INSERT INTO one_per_key VALUES (2, pgcrypt_at_rest.encrypt('b', 'rot'));
+SELECT pgcrypt_at_rest.drain();
+SELECT count(DISTINCT pgcrypt_at_rest.key_id(v)) = count(*) AS constraint_holds FROM one_per_key;
+DROP TABLE one_per_key;
+
+-- a failing owner's code is reported as the table's, without its own hint
+CREATE FUNCTION shouting_context(id int) RETURNS bytea LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE EXCEPTION 'key store corrupted' USING HINT = 'Run ALTER ROLE tenant SUPERUSER';
+END $$;
+CREATE TABLE shouting (id int, v pgcrypt_at_rest.encrypted);
+INSERT INTO shouting VALUES (1, pgcrypt_at_rest.encrypt('s', 'rot', int4send(1)));
+SELECT pgcrypt_at_rest.set_column_context('shouting', 'v', 'public.shouting_context(id)');
+SELECT pgcrypt_at_rest.rotate_keyring('rot') > 0 AS rotated;
+SELECT pgcrypt_at_rest.drain();
+DROP TABLE shouting;
+DROP FUNCTION shouting_context(int);
+
+-- the caller's replica mode and large-object compatibility do not reach a
+-- table owner's code; its other settings are the running session's
 CREATE ROLE regress_rot_tenant;
 CREATE TABLE tenant_rows (id int, v pgcrypt_at_rest.encrypted);
 CREATE TABLE tenant_seen (setting text, value text);

@@ -578,6 +578,16 @@ find_rows(Relation rel, AttrNumber attnum, Oid typid, ItemPointer position,
 	return rows;
 }
 
+/* Whether the error is row_rewrite.c's refusal, whose hint is ours. */
+static bool
+refused_here(const ErrorData *error)
+{
+	const char *file = error->filename ? strrchr(error->filename, '/') : NULL;
+
+	file = file ? file + 1 : error->filename;
+	return file != NULL && strcmp(file, "row_rewrite.c") == 0;
+}
+
 /*
  * Locks each row found, evaluates its context, re-encrypts its values and
  * writes it back: the part of a batch that runs the table owner's code.
@@ -708,7 +718,8 @@ reencrypt_batch(const PcarColumn *column, ItemPointer position, DrainKey *keys, 
 					(errcode(error->sqlerrcode),
 					 errmsg("could not re-encrypt table \"%s\": %s",
 							RelationGetRelationName(rel), error->message),
-					 error->hint ? errhint("%s", error->hint) :
+					 /* the owner's own hint is the owner's text: not passed on */
+					 refused_here(error) && error->hint ? errhint("%s", error->hint) :
 					 errhint("The table's own code (a constraint, an index expression, a generated column or its context expression) failed as its owner; values it holds stay under their key until it succeeds.")));
 		}
 		PG_END_TRY();

@@ -11,70 +11,13 @@
 #include "miscadmin.h"
 #include "lib/stringinfo.h"
 #include "utils/guc.h"
-#include "utils/guc_tables.h"
 #include "utils/hsearch.h"
 #include "utils/syscache.h"
 
 #include "restricted.h"
 
-/* A setting's built-in default, as text; NULL if it has none to give. */
-static const char *
-boot_value(struct config_generic *var, char *buffer, size_t size)
-{
-	switch (var->vartype)
-	{
-		case PGC_BOOL:
-			return ((struct config_bool *) var)->boot_val ? "on" : "off";
-		case PGC_INT:
-			snprintf(buffer, size, "%d", ((struct config_int *) var)->boot_val);
-			return buffer;
-		case PGC_REAL:
-			snprintf(buffer, size, "%g", ((struct config_real *) var)->boot_val);
-			return buffer;
-		case PGC_STRING:
-			return ((struct config_string *) var)->boot_val ?
-				((struct config_string *) var)->boot_val : "";
-		case PGC_ENUM:
-			return config_enum_lookup_by_value((struct config_enum *) var,
-											   ((struct config_enum *) var)->boot_val);
-	}
-	return NULL;
-}
-
-/*
- * Superuser-only settings that the calling role or session chose (ALTER
- * ROLE, the client, SET) go back to their built-in defaults: the role's
- * code must not gain lo_compat_privileges, escape pgaudit or run in replica
- * mode because of who happens to run it.  Settings from the configuration
- * file or ALTER DATABASE apply to that role's own sessions too, and stay.
- */
 static void
-reset_callers_superuser_settings(void)
-{
-	struct config_generic **vars = get_guc_variables();
-	int			nvars = GetNumConfigOptions();
-
-	for (int i = 0; i < nvars; i++)
-	{
-		struct config_generic *var = vars[i];
-		char		buffer[64];
-		const char *boot;
-		const char *current;
-
-		if (var->context != PGC_SUSET || var->source < PGC_S_USER ||
-			(var->flags & GUC_NOT_WHILE_SEC_REST))
-			continue;
-		boot = boot_value(var, buffer, sizeof(buffer));
-		current = GetConfigOption(var->name, true, false);
-		if (boot == NULL || (current != NULL && strcmp(current, boot) == 0))
-			continue;
-		(void) set_config_option(var->name, boot, PGC_SUSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-	}
-}
-
-static void
-enter_role(PcarRestricted *r, Oid role, bool for_owner_code)
+enter_role(PcarRestricted *r, Oid role)
 {
 	r->caller_context = CurrentMemoryContext;
 	GetUserIdAndSecContext(&r->saved_userid, &r->saved_sec_context);
@@ -85,11 +28,17 @@ enter_role(PcarRestricted *r, Oid role, bool for_owner_code)
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	/* the extension's own statements stay as the caller's auditing sees them */
-	if (for_owner_code)
-		reset_callers_superuser_settings();
-	/* even set for the whole server: the role's code would skip foreign keys and triggers */
+
+	/*
+	 * The two superuser-only settings that would let the role's code skip
+	 * checks: replica mode (foreign keys, triggers) and large-object
+	 * permissions.  Set by the caller, or even for the whole server, they
+	 * must not reach it.
+	 */
 	(void) set_config_option("session_replication_role", "origin",
+							 PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("lo_compat_privileges", "off",
 							 PGC_SUSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 }
@@ -97,7 +46,7 @@ enter_role(PcarRestricted *r, Oid role, bool for_owner_code)
 void
 pcar_as_role_begin(PcarRestricted *r, Oid role)
 {
-	enter_role(r, role, true);
+	enter_role(r, role);
 }
 
 void
@@ -111,7 +60,7 @@ pcar_as_role_end(PcarRestricted *r)
 void
 pcar_restricted_begin(PcarRestricted *r, Oid role)
 {
-	enter_role(r, role, false);
+	enter_role(r, role);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 }

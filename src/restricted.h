@@ -7,9 +7,10 @@
  * The rule this serves: no code a table's owner wrote (index expressions
  * and predicates, CHECK constraints, domain constraints, generated columns,
  * context expressions) runs with more rights than that owner, nor with
- * settings the owner could not set: search_path is pg_catalog, pg_temp,
- * session_replication_role is origin, and every other superuser-only
- * setting the caller's role or session chose is back at its default.
+ * settings that loosen its checks: search_path is pg_catalog, pg_temp,
+ * session_replication_role is origin and lo_compat_privileges is off,
+ * whatever the caller's session or the server says.  Other settings are
+ * the running session's, as for VACUUM and ANALYZE.
  * Where the extension only needs to read a user table, it reads the heap
  * directly and runs no user code at all (value_census.c).
  */
@@ -32,10 +33,7 @@ extern void pcar_as_role_begin(PcarRestricted *r, Oid role);
 /* Restores the role, the context and every setting. */
 extern void pcar_as_role_end(PcarRestricted *r);
 
-/*
- * For the extension's own SQL on its tables, as their owner: the same, with
- * SPI connected, but the caller's superuser-only settings left as they are.
- */
+/* For the extension's own SQL on its tables, as their owner: the same, with SPI connected. */
 extern void pcar_restricted_begin(PcarRestricted *r, Oid role);
 extern void pcar_restricted_end(PcarRestricted *r);
 

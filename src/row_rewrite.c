@@ -10,14 +10,16 @@
  *		compute generated columns, check constraints and the partition bound,
  *		update the heap, insert index entries.
  *
- * Skipping the table's own internal triggers is sound as long as no column
- * in a foreign key or a deferred constraint changes.  The column replaced
- * holds ciphertext, which has no equality operator, so it is in none; but a
- * stored generated column computed from it changes with it, and one in a
- * foreign key (either side) or a deferred constraint, whose checks are
- * triggers, makes the table refused.  One in a unique index is checked by
- * the index insertion, and its row is locked as an UPDATE of a key would
- * be, so that no foreign-key check holding the row makes us wait.
+ * Skipping the table's own internal triggers is sound as long as none of
+ * them has anything to check.  The column replaced holds ciphertext, which
+ * has no equality operator, so it is in no key; but a stored generated
+ * column computed from it changes with it, and one in a foreign key (either
+ * side) makes the table refused.  A deferred unique or exclusion constraint
+ * (over a generated column, or an expression over the ciphertext) that
+ * finds a possible conflict would need its recheck trigger: that row fails.
+ * A generated column in a unique index is checked by the index insertion,
+ * and its row is locked as an UPDATE of a key would be, so that no
+ * foreign-key check holding the row makes us wait.
  */
 #include "postgres.h"
 
@@ -79,11 +81,10 @@ changed_columns(Relation rel, AttrNumber attnum)
 	return changed;
 }
 
-/* A changed column in a foreign key or a deferred constraint, or 0. */
+/* A changed column in a foreign key, on either side, or 0. */
 static AttrNumber
-column_with_trigger_checks(Relation rel, Bitmapset *changed)
+column_in_foreign_key(Relation rel, Bitmapset *changed)
 {
-	List	   *indexes = RelationGetIndexList(rel);
 	ListCell   *cell;
 	Relation	constraints;
 	SysScanDesc scan;
@@ -99,24 +100,6 @@ column_with_trigger_checks(Relation rel, Bitmapset *changed)
 		for (int k = 0; k < fk->nkeys; k++)
 			if (bms_is_member(COLUMN_BIT(fk->conkey[k]), changed))
 				return fk->conkey[k];
-	}
-
-	/* deferred unique and exclusion constraints: their recheck is a trigger */
-	foreach(cell, indexes)
-	{
-		HeapTuple	index_tuple = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(cell)));
-		Form_pg_index index;
-
-		if (!HeapTupleIsValid(index_tuple))
-			continue;
-		index = (Form_pg_index) GETSTRUCT(index_tuple);
-		for (int k = 0; k < index->indnatts && found == 0 && !index->indimmediate; k++)
-			if (index->indkey.values[k] != 0 &&
-				bms_is_member(COLUMN_BIT(index->indkey.values[k]), changed))
-				found = index->indkey.values[k];
-		ReleaseSysCache(index_tuple);
-		if (found != 0)
-			return found;
 	}
 
 	/* as the referenced table: no catalog index finds these, so scan */
@@ -153,18 +136,18 @@ pcar_row_rewrite_begin(Relation rel, AttrNumber attnum)
 	PcarRowRewrite *rewrite = palloc0(sizeof(PcarRowRewrite));
 	RangeTblEntry *rte = makeNode(RangeTblEntry);
 	Bitmapset  *changed = changed_columns(rel, attnum);
-	AttrNumber	checked_by_trigger;
+	AttrNumber	in_foreign_key;
 
 	/* an UPDATE would be refused where it could not be replicated */
 	CheckCmdReplicaIdentity(rel, CMD_UPDATE);
 	if (bms_num_members(changed) > 1 &&
-		(checked_by_trigger = column_with_trigger_checks(rel, changed)) != 0)
+		(in_foreign_key = column_in_foreign_key(rel, changed)) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("column \"%s\" is computed from encrypted values and is part of a foreign key or a deferred constraint",
-						get_attname(RelationGetRelid(rel), checked_by_trigger, false)),
-				 errdetail("Re-encrypting changes it, and those constraints are checked by triggers, which do not fire during re-encryption."),
-				 errhint("Re-encrypt the table with an UPDATE of your own, or drop the constraint while the keys drain.")));
+				 errmsg("column \"%s\" is computed from encrypted values and is part of a foreign key",
+						get_attname(RelationGetRelid(rel), in_foreign_key, false)),
+				 errdetail("Re-encrypting changes it, and foreign keys are checked by triggers, which do not fire during re-encryption."),
+				 errhint("Re-encrypt the table with an UPDATE of your own, or drop the foreign key while the keys drain.")));
 	rewrite->lock_mode = bms_overlap(changed, RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_KEY)) ?
 		LockTupleExclusive : LockTupleNoKeyExclusive;
 
@@ -242,9 +225,18 @@ pcar_row_rewrite_update(PcarRowRewrite *rewrite, Datum value)
 
 	simple_table_tuple_update(rel, &rewrite->locked->tts_tid, updated, estate->es_snapshot,
 							  &update_indexes);
-	if (update_indexes && rewrite->result_rel->ri_NumIndices > 0)
-		list_free(ExecInsertIndexTuples(rewrite->result_rel, updated, estate,
-										true, false, NULL, NIL));
+	/*
+	 * A deferred unique or exclusion constraint that finds a possible
+	 * conflict asks for a recheck at commit, which is a trigger: none fires
+	 * here, so the row is not written.
+	 */
+	if (update_indexes && rewrite->result_rel->ri_NumIndices > 0 &&
+		ExecInsertIndexTuples(rewrite->result_rel, updated, estate, true, false, NULL, NIL) != NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("re-encrypting a row needs a deferred constraint check"),
+				 errdetail("A deferred unique or exclusion constraint found a possible conflict; it is checked by a trigger, which does not fire during re-encryption."),
+				 errhint("Re-encrypt the table with an UPDATE of your own, or make the constraint immediate while the keys drain.")));
 	ExecClearTuple(rewrite->locked);
 }
 
