@@ -15,6 +15,8 @@ OBJS = \
 	src/key_store.o \
 	src/key_cache.o \
 	src/restricted.o \
+	src/spi_session.o \
+	src/rotation_store.o \
 	src/shared_state.o \
 	src/launcher.o \
 	src/worker.o \

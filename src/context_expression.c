@@ -32,11 +32,9 @@
 #include "utils/rel.h"
 
 #include "context_expression.h"
-#include "key_store.h"
 #include "pgcrypt_at_rest.h"
 #include "restricted.h"
-
-#define EQ " OPERATOR(pg_catalog.=) "
+#include "spi_session.h"
 
 struct PcarContextExpression
 {
@@ -171,7 +169,7 @@ column_names(Oid relid, AttrNumber attnum, Datum *names)
 char *
 pcar_context_lookup(Oid relid, AttrNumber attnum, bool *stale)
 {
-	PcarRestricted r;
+	PcarSpiSession session;
 	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[3];
 	char	   *expression = NULL;
@@ -182,10 +180,10 @@ pcar_context_lookup(Oid relid, AttrNumber attnum, bool *stale)
 		return NULL;
 	owner = pcar_relation_owner(relid);
 
-	pcar_restricted_begin(&r, pcar_store_owner());
+	pcar_spi_begin(&session);
 	pcar_spi_execute("SELECT context_expression, table_owner::pg_catalog.oid"
 					 "  FROM " PCAR_SCHEMA ".column_context"
-					 " WHERE table_schema" EQ "$1 AND table_name" EQ "$2 AND column_name" EQ "$3",
+					 " WHERE table_schema" PCAR_EQ "$1 AND table_name" PCAR_EQ "$2 AND column_name" PCAR_EQ "$3",
 					 SPI_OK_SELECT, 3, types, values);
 	if (SPI_processed > 0)
 	{
@@ -194,19 +192,19 @@ pcar_context_lookup(Oid relid, AttrNumber attnum, bool *stale)
 																  SPI_tuptable->tupdesc, 2, &isnull));
 
 		if (declared_for == owner)
-			expression = MemoryContextStrdup(r.caller_context,
+			expression = MemoryContextStrdup(session.caller_context,
 											 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
 		else
 			*stale = true;
 	}
-	pcar_restricted_end(&r);
+	pcar_spi_end(&session);
 	return expression;
 }
 
 void
 pcar_context_store(Oid relid, AttrNumber attnum, const char *expression, Oid owner)
 {
-	PcarRestricted r;
+	PcarSpiSession session;
 	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, REGROLEOID};
 	Datum		values[5];
 
@@ -215,10 +213,10 @@ pcar_context_store(Oid relid, AttrNumber attnum, const char *expression, Oid own
 	values[3] = expression ? CStringGetTextDatum(expression) : (Datum) 0;
 	values[4] = ObjectIdGetDatum(owner);
 
-	pcar_restricted_begin(&r, pcar_store_owner());
+	pcar_spi_begin(&session);
 	if (expression == NULL)
 		pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".column_context"
-						 " WHERE table_schema" EQ "$1 AND table_name" EQ "$2 AND column_name" EQ "$3",
+						 " WHERE table_schema" PCAR_EQ "$1 AND table_name" PCAR_EQ "$2 AND column_name" PCAR_EQ "$3",
 						 SPI_OK_DELETE, 3, types, values);
 	else
 		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".column_context"
@@ -228,5 +226,5 @@ pcar_context_store(Oid relid, AttrNumber attnum, const char *expression, Oid own
 						 " DO UPDATE SET context_expression = EXCLUDED.context_expression,"
 						 "   table_owner = EXCLUDED.table_owner",
 						 SPI_OK_INSERT, 5, types, values);
-	pcar_restricted_end(&r);
+	pcar_spi_end(&session);
 }

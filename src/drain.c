@@ -58,12 +58,10 @@
 #include "key_store.h"
 #include "pgcrypt_at_rest.h"
 #include "restricted.h"
+#include "rotation_store.h"
 #include "row_rewrite.h"
-#include "shared_state.h"
 #include "sodium_provider.h"
 #include "value_census.h"
-
-#define EQ " OPERATOR(pg_catalog.=) "
 
 typedef struct DrainKey
 {
@@ -79,39 +77,23 @@ typedef struct DrainKey
 	const char *failure_reason;
 } DrainKey;
 
-/* The column a batch is working on, for pcar_drain_note_error(). */
-static Oid	current_relid = InvalidOid;
-static int16 current_attnum = 0;
-
 /* Deprecated keys still being drained, minus the excluded ones. */
 static DrainKey *
 load_drain_keys(List *exclude_keys, int *nkeys)
 {
-	PcarRestricted r;
-	DrainKey   *keys;
+	int			nfound;
+	PcarKeyName *found = pcar_store_keys_to_drain(&nfound);
+	DrainKey   *keys = palloc0(sizeof(DrainKey) * Max(nfound, 1));
 
-	pcar_restricted_begin(&r, pcar_store_owner());
-	pcar_spi_execute("SELECT k.id, r.name FROM " PCAR_SCHEMA ".data_key k"
-					 " JOIN " PCAR_SCHEMA ".keyring r ON r.id" EQ "k.keyring_id"
-					 " WHERE k.status" EQ "'deprecated' AND k.drained_at IS NULL"
-					 " ORDER BY k.id",
-					 SPI_OK_SELECT, 0, NULL, NULL);
-	keys = MemoryContextAllocZero(r.caller_context, sizeof(DrainKey) * Max(SPI_processed, 1));
 	*nkeys = 0;
-	for (uint64 i = 0; i < SPI_processed; i++)
+	for (int i = 0; i < nfound; i++)
 	{
-		bool		isnull;
-		int32		key_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
-														 SPI_tuptable->tupdesc, 1, &isnull));
-
-		if (list_member_int(exclude_keys, key_id))
+		if (list_member_int(exclude_keys, found[i].key_id))
 			continue;
-		keys[*nkeys].key_id = key_id;
-		strlcpy(keys[*nkeys].keyring,
-				SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2), NAMEDATALEN);
+		keys[*nkeys].key_id = found[i].key_id;
+		strlcpy(keys[*nkeys].keyring, found[i].keyring, NAMEDATALEN);
 		(*nkeys)++;
 	}
-	pcar_restricted_end(&r);
 	return keys;
 }
 
@@ -168,90 +150,31 @@ open_drain_keys(DrainKey *keys, int nkeys)
 
 /*
  * The columns of the current pass that can be read and rewritten, found
- * when it starts: the catalog query is the most expensive statement of a
- * batch in a database with many tables.  A column created during the pass
- * waits for the next one; every count before a key is destroyed looks for
- * columns afresh.
+ * when it starts and kept in the caller's state: the catalog query is the
+ * most expensive statement of a batch in a database with many tables.  A
+ * column created during the pass waits for the next one; every count before
+ * a key is destroyed looks for columns afresh.
  */
-static PcarColumn *pass_columns = NULL;
-static int	pass_ncolumns = 0;
-static TimestampTz pass_columns_for = 0;
-
 static PcarColumn *
-columns_of_pass(TimestampTz pass_started_at, int *ncolumns)
+columns_of_pass(PcarDrainState *state, TimestampTz pass_started_at, int *ncolumns)
 {
-	if (pass_columns == NULL || pass_columns_for != pass_started_at)
+	if (state->pass_columns == NULL || state->pass_columns_for != pass_started_at)
 	{
 		int			nfound;
 		PcarColumn *found = pcar_encrypted_columns(&nfound);
 		const char *reason;
 
-		if (pass_columns != NULL)
-			pfree(pass_columns);
-		pass_columns = MemoryContextAlloc(TopMemoryContext, sizeof(PcarColumn) * Max(nfound, 1));
-		pass_ncolumns = 0;
+		if (state->pass_columns != NULL)
+			pfree(state->pass_columns);
+		state->pass_columns = MemoryContextAlloc(state->context, sizeof(PcarColumn) * Max(nfound, 1));
+		state->pass_ncolumns = 0;
 		for (int c = 0; c < nfound; c++)
 			if (pcar_column_is_readable(&found[c], &reason))
-				pass_columns[pass_ncolumns++] = found[c];
-		pass_columns_for = pass_started_at;
+				state->pass_columns[state->pass_ncolumns++] = found[c];
+		state->pass_columns_for = pass_started_at;
 	}
-	*ncolumns = pass_ncolumns;
-	return pass_columns;
-}
-
-typedef struct PassCursor
-{
-	bool		exists;
-	Oid			relid;
-	int16		attnum;
-	ItemPointerData after;		/* resume after this row of the column's table */
-	TimestampTz started_at;		/* identifies the pass */
-} PassCursor;
-
-static void
-read_cursor(PassCursor *cursor)
-{
-	PcarRestricted r;
-
-	pcar_restricted_begin(&r, pcar_store_owner());
-	pcar_spi_execute("SELECT relid, attnum, resume_after, started_at FROM " PCAR_SCHEMA ".rotation_pass",
-					 SPI_OK_SELECT, 0, NULL, NULL);
-	cursor->exists = SPI_processed > 0;
-	if (cursor->exists)
-	{
-		bool		isnull;
-
-		cursor->relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		cursor->attnum = DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0],
-																	 SPI_tuptable->tupdesc, 3, &isnull)),
-						&cursor->after);
-		cursor->started_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
-															   SPI_tuptable->tupdesc, 4, &isnull));
-	}
-	pcar_restricted_end(&r);
-}
-
-static void
-write_cursor(const PassCursor *cursor, bool new_pass)
-{
-	PcarRestricted r;
-	Oid			types[3] = {OIDOID, INT2OID, TIDOID};
-	Datum		values[3] = {ObjectIdGetDatum(cursor->relid), Int16GetDatum(cursor->attnum),
-	PointerGetDatum(&cursor->after)};
-
-	pcar_restricted_begin(&r, pcar_store_owner());
-	if (!cursor->exists)
-		pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".rotation_pass", SPI_OK_DELETE, 0, NULL, NULL);
-	else if (new_pass)
-		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".rotation_pass (relid, attnum, resume_after)"
-						 " VALUES ($1, $2, $3)",
-						 SPI_OK_INSERT, 3, types, values);
-	else
-		pcar_spi_execute("UPDATE " PCAR_SCHEMA ".rotation_pass"
-						 " SET relid = $1, attnum = $2, resume_after = $3",
-						 SPI_OK_UPDATE, 3, types, values);
-	pcar_restricted_end(&r);
+	*ncolumns = state->pass_ncolumns;
+	return state->pass_columns;
 }
 
 /* Columns c.. of the same table as columns[c]. */
@@ -265,60 +188,15 @@ columns_of_table(const PcarColumn *columns, int ncolumns, int c)
 	return n;
 }
 
+/* Something every key of the pass must show for a column. */
 static void
-record_count(const PcarColumn *column, const DrainKey *key, int64 count, bool pass_end,
-			 const char *reason)
+note_on_keys(Oid relid, AttrNumber attnum, const DrainKey *keys, int nkeys, const char *message)
 {
-	Oid			types[6] = {INT4OID, OIDOID, INT2OID, INT8OID, BOOLOID, TEXTOID};
-	Datum		values[6];
-	char		nulls[6] = "      ";
+	int32	   *key_ids = palloc(sizeof(int32) * Max(nkeys, 1));
 
-	values[0] = Int32GetDatum(key->key_id);
-	values[1] = ObjectIdGetDatum(column->relid);
-	values[2] = Int16GetDatum(column->attnum);
-	values[3] = Int64GetDatum(count);
-	values[4] = BoolGetDatum(pass_end);
-	values[5] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
-	nulls[5] = reason ? ' ' : 'n';
-	pcar_spi_execute_nulls(
-			"INSERT INTO " PCAR_SCHEMA ".rotation_progress AS p"
-			" (key_id, relid, attnum, remaining, unrotatable, unrotatable_reason, counted_at)"
-			" VALUES ($1, $2, $3, $4,"
-			"   CASE WHEN $5 AND $6 IS NOT NULL THEN $4 ELSE 0 END, $6, pg_catalog.now())"
-			" ON CONFLICT (key_id, relid, attnum) DO UPDATE SET"
-			"   remaining = EXCLUDED.remaining,"
-			/* at a pass's start the last pass's findings stand until redone */
-			"   unrotatable = CASE WHEN $5 THEN"
-			"     CASE WHEN $6 IS NOT NULL THEN $4 ELSE LEAST(p.unrotatable, $4) END"
-			"     ELSE LEAST(p.unrotatable, $4) END,"
-			"   unrotatable_reason = CASE WHEN $5 THEN COALESCE($6, p.unrotatable_reason)"
-			"     WHEN $4 OPERATOR(pg_catalog.=) 0 THEN NULL"
-			"     ELSE p.unrotatable_reason END,"
-			"   counted_at = pg_catalog.now()",
-			SPI_OK_INSERT, 6, types, values, nulls);
-}
-
-/* Shown on every key of the pass: column, message. */
-static void
-record_column_note(Oid relid, AttrNumber attnum, const DrainKey *keys, int nkeys,
-				   const char *message)
-{
 	for (int k = 0; k < nkeys; k++)
-	{
-		Oid			types[4] = {INT4OID, OIDOID, INT2OID, TEXTOID};
-		Datum		values[4];
-
-		values[0] = Int32GetDatum(keys[k].key_id);
-		values[1] = ObjectIdGetDatum(relid);
-		values[2] = Int16GetDatum(attnum);
-		values[3] = CStringGetTextDatum(message);
-		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".rotation_progress AS p"
-						 " (key_id, relid, attnum, last_error, last_error_at)"
-						 " VALUES ($1, $2, $3, $4, pg_catalog.now())"
-						 " ON CONFLICT (key_id, relid, attnum) DO UPDATE SET"
-						 "   last_error = $4, last_error_at = pg_catalog.now()",
-						 SPI_OK_INSERT, 4, types, values);
-	}
+		key_ids[k] = keys[k].key_id;
+	pcar_progress_note(relid, attnum, nkeys, key_ids, message);
 }
 
 /*
@@ -333,8 +211,8 @@ record_counts(PcarColumn *columns, int ncolumns, DrainKey *keys, int nkeys, bool
 {
 	int32	   *key_ids = palloc(sizeof(int32) * Max(nkeys, 1));
 	int64	   *totals = palloc0(sizeof(int64) * Max(nkeys, 1));
+	const char **reasons = palloc(sizeof(char *) * Max(nkeys, 1));
 	bool		complete = true;
-	PcarRestricted r;
 
 	for (int k = 0; k < nkeys; k++)
 		key_ids[k] = keys[k].key_id;
@@ -346,32 +224,33 @@ record_counts(PcarColumn *columns, int ncolumns, DrainKey *keys, int nkeys, bool
 		PcarCensusResult census = pcar_census_table(&columns[c], n, key_ids, nkeys, counts,
 													PCAR_CENSUS_VISIBLE, wait);
 
-		pcar_restricted_begin(&r, pcar_store_owner());
 		if (census == PCAR_CENSUS_BUSY || census == PCAR_CENSUS_UNSUPPORTED)
 		{
 			complete = false;
 			for (int j = 0; j < n && pass_end; j++)
-				record_column_note(columns[c + j].relid, columns[c + j].attnum, keys, nkeys,
-								   census == PCAR_CENSUS_BUSY ?
-								   "the table was locked by another transaction: its values are counted again at the next pass" :
-								   "only tables of the heap access method can be counted");
+				note_on_keys(columns[c + j].relid, columns[c + j].attnum, keys, nkeys,
+							 census == PCAR_CENSUS_BUSY ?
+							 "the table was locked by another transaction: its values are counted again at the next pass" :
+							 "only tables of the heap access method can be counted");
 		}
 		else
 			for (int j = 0; j < n; j++)
+			{
+				int64	   *column_counts = &counts[j * nkeys];
+
 				for (int k = 0; k < nkeys; k++)
 				{
-					int64		count = counts[j * nkeys + k];
-					const char *reason = NULL;
-
-					totals[k] += count;
-					if (pass_end && count > 0)
-						reason = !keys[k].usable ? keys[k].unusable_reason :
+					totals[k] += column_counts[k];
+					reasons[k] = NULL;
+					if (pass_end && column_counts[k] > 0)
+						reasons[k] = !keys[k].usable ? keys[k].unusable_reason :
 							columns[c + j].relkind == RELKIND_MATVIEW ?
 							"a materialized view: REFRESH it once its sources are drained" :
 							NULL;
-					record_count(&columns[c + j], &keys[k], count, pass_end, reason);
 				}
-		pcar_restricted_end(&r);
+				pcar_progress_counted(columns[c + j].relid, columns[c + j].attnum, nkeys, key_ids,
+									  column_counts, pass_end, reasons);
+			}
 		pfree(counts);
 		c += n;
 	}
@@ -382,18 +261,16 @@ record_counts(PcarColumn *columns, int ncolumns, DrainKey *keys, int nkeys, bool
 		PcarColumn *found = pcar_encrypted_columns(&nfound);
 
 		/* shown on every key: none is destroyed while such a column exists */
-		pcar_restricted_begin(&r, pcar_store_owner());
 		for (int c = 0; c < nfound; c++)
 		{
 			const char *reason;
 
 			if (!pcar_column_is_readable(&found[c], &reason))
 			{
-				record_column_note(found[c].relid, found[c].attnum, keys, nkeys, reason);
+				note_on_keys(found[c].relid, found[c].attnum, keys, nkeys, reason);
 				complete = false;
 			}
 		}
-		pcar_restricted_end(&r);
 
 		for (int k = 0; k < nkeys && complete; k++)
 			if (totals[k] == 0)
@@ -404,37 +281,10 @@ record_counts(PcarColumn *columns, int ncolumns, DrainKey *keys, int nkeys, bool
 static void
 record_batch(const PcarColumn *column, DrainKey *keys, int nkeys)
 {
-	PcarRestricted r;
-	Oid			types[6] = {INT4OID, OIDOID, INT2OID, INT8OID, INT8OID, TEXTOID};
-
-	pcar_restricted_begin(&r, pcar_store_owner());
 	for (int k = 0; k < nkeys; k++)
-	{
-		Datum		values[6];
-		char		nulls[6] = "      ";
-
-		if (keys[k].reencrypted == 0 && keys[k].failed == 0)
-			continue;
-		values[0] = Int32GetDatum(keys[k].key_id);
-		values[1] = ObjectIdGetDatum(column->relid);
-		values[2] = Int16GetDatum(column->attnum);
-		values[3] = Int64GetDatum(keys[k].reencrypted);
-		values[4] = Int64GetDatum(keys[k].failed);
-		values[5] = keys[k].failure_reason ? CStringGetTextDatum(keys[k].failure_reason) : (Datum) 0;
-		nulls[5] = keys[k].failure_reason ? ' ' : 'n';
-		pcar_spi_execute_nulls(
-				"INSERT INTO " PCAR_SCHEMA ".rotation_progress AS p"
-				" (key_id, relid, attnum, reencrypted, unrotatable, unrotatable_reason)"
-				" VALUES ($1, $2, $3, $4, $5, $6)"
-				" ON CONFLICT (key_id, relid, attnum) DO UPDATE SET"
-				"   reencrypted = p.reencrypted + $4,"
-				"   remaining = GREATEST(p.remaining - $4, 0),"
-				"   unrotatable = p.unrotatable + $5,"
-				"   unrotatable_reason = COALESCE($6, p.unrotatable_reason),"
-				"   last_batch_at = pg_catalog.now()",
-				SPI_OK_INSERT, 6, types, values, nulls);
-	}
-	pcar_restricted_end(&r);
+		if (keys[k].reencrypted > 0 || keys[k].failed > 0)
+			pcar_progress_batch(column->relid, column->attnum, keys[k].key_id,
+								keys[k].reencrypted, keys[k].failed, keys[k].failure_reason);
 }
 
 static DrainKey *
@@ -746,20 +596,28 @@ lock_drain(bool wait)
 }
 
 void
-pcar_drain_batch(PcarDrainResult *result, List *exclude_keys, bool wait)
+pcar_drain_state_init(PcarDrainState *state, MemoryContext context)
+{
+	memset(state, 0, sizeof(*state));
+	state->context = context;
+}
+
+void
+pcar_drain_batch(PcarDrainState *state, PcarDrainResult *result, List *exclude_keys, bool wait)
 {
 	int			nkeys;
 	DrainKey   *keys;
 	int			ncolumns;
 	PcarColumn *columns;
-	PassCursor	cursor;
+	PcarPassCursor cursor;
 	int			c;
 	uint8	   *key_buffer;
 
 	result->pass_running = false;
 	result->reencrypted = 0;
 	result->drained_keys = NIL;
-	current_relid = InvalidOid;
+	state->relid = InvalidOid;
+	state->attnum = 0;
 
 	if (!lock_drain(wait))
 	{
@@ -767,19 +625,20 @@ pcar_drain_batch(PcarDrainResult *result, List *exclude_keys, bool wait)
 		return;
 	}
 	keys = load_drain_keys(exclude_keys, &nkeys);
-	read_cursor(&cursor);
+	pcar_pass_read(&cursor);
 	if (nkeys == 0)
 	{
 		if (cursor.exists)
 		{
 			cursor.exists = false;
-			write_cursor(&cursor, false);
+			pcar_pass_write(&cursor, false);
 		}
 		return;
 	}
 
 	/* a new pass starts now; its row gets this transaction's now() */
-	columns = columns_of_pass(cursor.exists ? cursor.started_at : GetCurrentTransactionStartTimestamp(),
+	columns = columns_of_pass(state,
+							  cursor.exists ? cursor.started_at : GetCurrentTransactionStartTimestamp(),
 							  &ncolumns);
 	key_buffer = open_drain_keys(keys, nkeys);
 	PG_TRY();
@@ -792,7 +651,7 @@ pcar_drain_batch(PcarDrainResult *result, List *exclude_keys, bool wait)
 			cursor.relid = ncolumns > 0 ? columns[0].relid : InvalidOid;
 			cursor.attnum = ncolumns > 0 ? columns[0].attnum : 0;
 			ItemPointerSet(&cursor.after, 0, 0);
-			write_cursor(&cursor, true);
+			pcar_pass_write(&cursor, true);
 		}
 
 		/* the cursor's column, or the next one if it is gone */
@@ -809,22 +668,17 @@ pcar_drain_batch(PcarDrainResult *result, List *exclude_keys, bool wait)
 			uint64		nrows = 0;
 			bool		busy = false;
 
-			current_relid = columns[c].relid;
-			current_attnum = columns[c].attnum;
+			/* before any work: an error from here on is this column's */
+			state->relid = columns[c].relid;
+			state->attnum = columns[c].attnum;
 			/* materialized views are counted, not rewritten: REFRESH renews them */
 			if (columns[c].relkind == RELKIND_RELATION)
 				nrows = reencrypt_batch(&columns[c], &position, keys, nkeys, wait, &busy);
 			record_batch(&columns[c], keys, nkeys);
 			/* the pass goes on; its count at the end finds what was left */
 			if (busy)
-			{
-				PcarRestricted r;
-
-				pcar_restricted_begin(&r, pcar_store_owner());
-				record_column_note(columns[c].relid, columns[c].attnum, keys, nkeys,
-								   "the table was locked by another transaction: retried at the next pass");
-				pcar_restricted_end(&r);
-			}
+				note_on_keys(columns[c].relid, columns[c].attnum, keys, nkeys,
+							 "the table was locked by another transaction: retried at the next pass");
 			for (int k = 0; k < nkeys; k++)
 				result->reencrypted += keys[k].reencrypted;
 
@@ -851,11 +705,11 @@ pcar_drain_batch(PcarDrainResult *result, List *exclude_keys, bool wait)
 			CommandCounterIncrement();
 			record_counts(columns, ncolumns, keys, nkeys, true, wait, &result->drained_keys);
 			cursor.exists = false;
-			write_cursor(&cursor, false);
+			pcar_pass_write(&cursor, false);
 		}
 		else
 		{
-			write_cursor(&cursor, false);
+			pcar_pass_write(&cursor, false);
 			result->pass_running = true;
 		}
 	}
@@ -864,41 +718,32 @@ pcar_drain_batch(PcarDrainResult *result, List *exclude_keys, bool wait)
 		pcar_secure_free(key_buffer);
 	}
 	PG_END_TRY();
-	current_relid = InvalidOid;
+	state->relid = InvalidOid;
+	state->attnum = 0;
 }
 
 void
-pcar_drain_note_error(const char *message)
+pcar_drain_note_error(PcarDrainState *state, const char *message)
 {
-	PcarRestricted r;
-	PassCursor	cursor;
-	Oid			types[3] = {OIDOID, INT2OID, TEXTOID};
-	Datum		values[3];
+	int			nkeys;
+	PcarKeyName *keys = pcar_store_keys_to_drain(&nkeys);
+	int32	   *key_ids = palloc(sizeof(int32) * Max(nkeys, 1));
+	PcarPassCursor cursor;
 
-	/* an error outside any column is shown on a row without a table */
-	values[0] = ObjectIdGetDatum(current_relid);
-	values[1] = Int16GetDatum(current_attnum);
-	values[2] = CStringGetTextDatum(message);
-
-	pcar_restricted_begin(&r, pcar_store_owner());
-	/* the error is shown on every key still being drained from this column */
-	pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".rotation_progress AS p"
-					 " (key_id, relid, attnum, last_error, last_error_at)"
-					 " SELECT k.id, $1, $2, $3, pg_catalog.now() FROM " PCAR_SCHEMA ".data_key k"
-					 "  WHERE k.status" EQ "'deprecated' AND k.drained_at IS NULL"
-					 " ON CONFLICT (key_id, relid, attnum) DO UPDATE SET"
-					 "   last_error = $3, last_error_at = pg_catalog.now()",
-					 SPI_OK_INSERT, 3, types, values);
-	pcar_restricted_end(&r);
+	/* on every key still being drained; outside any column, on a row without a table */
+	for (int k = 0; k < nkeys; k++)
+		key_ids[k] = keys[k].key_id;
+	pcar_progress_note(state->relid, state->attnum, nkeys, key_ids, message);
 
 	/* skip past the column for this pass; the next pass tries it again */
-	read_cursor(&cursor);
-	if (cursor.exists && OidIsValid(current_relid))
+	pcar_pass_read(&cursor);
+	if (cursor.exists && OidIsValid(state->relid))
 	{
-		cursor.relid = current_relid;
-		cursor.attnum = current_attnum + 1;
+		cursor.relid = state->relid;
+		cursor.attnum = state->attnum + 1;
 		ItemPointerSet(&cursor.after, 0, 0);
-		write_cursor(&cursor, false);
+		pcar_pass_write(&cursor, false);
 	}
-	current_relid = InvalidOid;
+	state->relid = InvalidOid;
+	state->attnum = 0;
 }

@@ -17,31 +17,31 @@
 
 #include "encrypted_columns.h"
 #include "encrypted_values.h"
-#include "key_store.h"
 #include "pgcrypt_at_rest.h"
 #include "restricted.h"
+#include "spi_session.h"
 
 PcarColumn *
 pcar_encrypted_columns(int *ncolumns)
 {
-	PcarRestricted r;
+	PcarSpiSession session;
 	Oid			types[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(get_namespace_oid(PCAR_SCHEMA, false))};
 	PcarColumn *columns;
 	PcarValueWalk *walk = pcar_value_walk_create();
 
-	pcar_restricted_begin(&r, pcar_store_owner());
+	pcar_spi_begin(&session);
 	/* built-in types (OIDs below FirstNormalObjectId) hold no encrypted value */
 	pcar_spi_execute("SELECT a.attrelid, a.attnum, a.atttypid, c.relkind, c.relpersistence"
 					 "  FROM pg_catalog.pg_attribute a"
-					 "  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) a.attrelid"
-					 " WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,m,f}')"
-					 "   AND c.relnamespace OPERATOR(pg_catalog.<>) $1"
-					 "   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped"
-					 "   AND a.atttypid OPERATOR(pg_catalog.>=) 16384::pg_catalog.oid"
+					 "  JOIN pg_catalog.pg_class c ON c.oid" PCAR_EQ "a.attrelid"
+					 " WHERE c.relkind" PCAR_EQ "ANY ('{r,m,f}')"
+					 "   AND c.relnamespace" PCAR_OP("<>") "$1"
+					 "   AND a.attnum" PCAR_OP(">") "0 AND NOT a.attisdropped"
+					 "   AND a.atttypid" PCAR_OP(">=") "16384::pg_catalog.oid"
 					 " ORDER BY 1, 2",
 					 SPI_OK_SELECT, 1, types, values);
-	columns = MemoryContextAlloc(r.caller_context, sizeof(PcarColumn) * Max(SPI_processed, 1));
+	columns = MemoryContextAlloc(session.caller_context, sizeof(PcarColumn) * Max(SPI_processed, 1));
 	*ncolumns = 0;
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -59,7 +59,7 @@ pcar_encrypted_columns(int *ncolumns)
 		if (column->holding != PCAR_HOLDS_NOTHING)
 			(*ncolumns)++;
 	}
-	pcar_restricted_end(&r);
+	pcar_spi_end(&session);
 	return columns;
 }
 

@@ -45,6 +45,7 @@
 #include "guc.h"
 #include "key_destruction.h"
 #include "key_store.h"
+#include "rotation_store.h"
 #include "value_census.h"
 
 typedef struct Round
@@ -53,9 +54,6 @@ typedef struct Round
 	int			nvxids;
 	VirtualTransactionId *vxids;
 } Round;
-
-/* Worker-local: rounds waiting for older transactions. */
-static List *rounds = NIL;
 
 static Round *
 start_round(int32 key_id, MemoryContext context)
@@ -167,26 +165,26 @@ count_key_values(int32 key_id, bool wait)
 	return total;
 }
 
-/* Keys whose hold was logged by this process, so each is logged once. */
-static List *holds_logged = NIL;
-
-/* True, saying why at elevel (LOG once per key for the worker), if the key is held. */
+/*
+ * True if the key is held, saying why: to the worker's log once per key
+ * (rounds given), or as a NOTICE to whoever called destroy_drained_keys().
+ */
 static bool
-held(int32 key_id, int elevel)
+held(int32 key_id, PcarDestructionRounds *rounds)
 {
 	char	   *hold = pcar_store_destruction_hold(key_id);
 
 	if (hold == NULL)
 		return false;
-	if (elevel != LOG || !list_member_int(holds_logged, key_id))
+	if (rounds == NULL || !list_member_int(rounds->holds_logged, key_id))
 	{
-		ereport(elevel,
+		ereport(rounds ? LOG : NOTICE,
 				(errmsg("pgcrypt_at_rest does not destroy key %d: %s", key_id, hold)));
-		if (elevel == LOG)
+		if (rounds != NULL)
 		{
-			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+			MemoryContext old = MemoryContextSwitchTo(rounds->context);
 
-			holds_logged = lappend_int(holds_logged, key_id);
+			rounds->holds_logged = lappend_int(rounds->holds_logged, key_id);
 			MemoryContextSwitchTo(old);
 		}
 	}
@@ -195,11 +193,11 @@ held(int32 key_id, int elevel)
 
 /* Counts afresh; marks drained, destroys, or sends the key back to draining. */
 static bool
-finish_round(int32 key_id, bool wait, int elevel)
+finish_round(int32 key_id, bool wait, PcarDestructionRounds *rounds)
 {
 	int64		remaining;
 
-	if (held(key_id, elevel))
+	if (held(key_id, rounds))
 		return false;
 	remaining = count_key_values(key_id, wait);
 
@@ -212,13 +210,22 @@ finish_round(int32 key_id, bool wait, int elevel)
 	if (pcar_store_set_drained(key_id, true, pcar_destroy_grace))
 	{
 		pcar_store_destroy_key(key_id);
+		pcar_progress_forget_key(key_id);
 		return true;
 	}
 	return false;
 }
 
 void
-pcar_destruction_schedule(List *key_ids)
+pcar_destruction_rounds_init(PcarDestructionRounds *rounds, MemoryContext context)
+{
+	rounds->context = context;
+	rounds->waiting = NIL;
+	rounds->holds_logged = NIL;
+}
+
+void
+pcar_destruction_schedule(PcarDestructionRounds *rounds, List *key_ids)
 {
 	ListCell   *cell;
 
@@ -226,23 +233,23 @@ pcar_destruction_schedule(List *key_ids)
 	{
 		int32		key_id = lfirst_int(cell);
 
-		if (!list_member_int(pcar_destruction_round_keys(), key_id))
+		if (!list_member_int(pcar_destruction_round_keys(rounds), key_id))
 		{
-			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+			MemoryContext old = MemoryContextSwitchTo(rounds->context);
 
-			rounds = lappend(rounds, start_round(key_id, TopMemoryContext));
+			rounds->waiting = lappend(rounds->waiting, start_round(key_id, rounds->context));
 			MemoryContextSwitchTo(old);
 		}
 	}
 }
 
 List *
-pcar_destruction_round_keys(void)
+pcar_destruction_round_keys(PcarDestructionRounds *rounds)
 {
 	List	   *keys = NIL;
 	ListCell   *cell;
 
-	foreach(cell, rounds)
+	foreach(cell, rounds->waiting)
 		keys = lappend_int(keys, ((Round *) lfirst(cell))->key_id);
 	return keys;
 }
@@ -253,7 +260,7 @@ pcar_destruction_round_keys(void)
  * dropped, and the key's next pass starts another.
  */
 List *
-pcar_destruction_step(void)
+pcar_destruction_step(PcarDestructionRounds *rounds)
 {
 	List	   *due = pcar_store_keys_past_grace(pcar_destroy_grace);
 	ListCell   *cell;
@@ -261,16 +268,16 @@ pcar_destruction_step(void)
 	List	   *destroyed = NIL;
 
 	/* drained keys whose grace is over get their final round */
-	pcar_destruction_schedule(due);
+	pcar_destruction_schedule(rounds, due);
 
-	foreach(cell, rounds)
+	foreach(cell, rounds->waiting)
 	{
 		Round	   *round = lfirst(cell);
 
 		if (round_waits_over(round, false))
 		{
 			ready = round;
-			rounds = foreach_delete_current(rounds, cell);
+			rounds->waiting = foreach_delete_current(rounds->waiting, cell);
 			break;
 		}
 	}
@@ -280,7 +287,7 @@ pcar_destruction_step(void)
 
 		pfree(ready->vxids);
 		pfree(ready);
-		if (finish_round(key_id, false, LOG))
+		if (finish_round(key_id, false, rounds))
 			destroyed = lappend_int(destroyed, key_id);
 	}
 	return destroyed;
@@ -318,7 +325,7 @@ pcar_destroy_drained_keys(void)
 		ResourceOwner owner = CurrentResourceOwner;
 		int64		count;
 
-		if (held(key_id, NOTICE))
+		if (held(key_id, NULL))
 			continue;
 		BeginInternalSubTransaction(NULL);
 		count = count_key_values(key_id, true);
@@ -336,7 +343,7 @@ pcar_destroy_drained_keys(void)
 	{
 		int32		key_id = lfirst_int(cell);
 
-		if (finish_round(key_id, true, NOTICE))
+		if (finish_round(key_id, true, NULL))
 			destroyed = lappend_int(destroyed, key_id);
 	}
 	return destroyed;

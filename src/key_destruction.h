@@ -7,14 +7,28 @@
 
 #include "nodes/pg_list.h"
 
-/* Worker: a pass found no value under these keys; start a round for each. */
-extern void pcar_destruction_schedule(List *key_ids);
+/*
+ * The worker's rounds: keys waiting for older transactions to end before
+ * their final count, and the keys whose hold it has logged.  Owned by the
+ * worker, in memory that outlives its transactions.
+ */
+typedef struct PcarDestructionRounds
+{
+	MemoryContext context;
+	List	   *waiting;		/* of Round, private to key_destruction.c */
+	List	   *holds_logged;	/* key ids */
+} PcarDestructionRounds;
 
-/* Worker: keys in a round, which passes leave alone. */
-extern List *pcar_destruction_round_keys(void);
+extern void pcar_destruction_rounds_init(PcarDestructionRounds *rounds, MemoryContext context);
 
-/* Worker, in a transaction: finish a round whose wait is over; returns keys destroyed. */
-extern List *pcar_destruction_step(void);
+/* A pass found no value under these keys: start a round for each. */
+extern void pcar_destruction_schedule(PcarDestructionRounds *rounds, List *key_ids);
+
+/* Keys in a round, which passes leave alone. */
+extern List *pcar_destruction_round_keys(PcarDestructionRounds *rounds);
+
+/* In a transaction: finish a round whose wait is over; returns keys destroyed. */
+extern List *pcar_destruction_step(PcarDestructionRounds *rounds);
 
 /* SQL: the same protocol, waiting for older transactions; returns destroyed ids. */
 extern List *pcar_destroy_drained_keys(void);

@@ -25,36 +25,23 @@
 
 #include "key_store.h"
 #include "pgcrypt_at_rest.h"
-#include "restricted.h"
 #include "server_key.h"
 #include "sodium_provider.h"
+#include "spi_session.h"
 
-#define EQ " OPERATOR(pg_catalog.=) "
 
-typedef PcarRestricted StoreSession;
 
 Oid
 pcar_store_key_table_oid(bool missing_ok)
 {
-	Oid			schema = get_namespace_oid(PCAR_SCHEMA, true);
-	Oid			relid = OidIsValid(schema) ?
-		get_relname_relid("data_key", schema) : InvalidOid;
-
-	if (!OidIsValid(relid) && !missing_ok)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("extension \"pgcrypt_at_rest\" is not installed in this database"),
-				 errhint("Run CREATE EXTENSION pgcrypt_at_rest.")));
-	return relid;
+	return pcar_extension_table_oid("data_key", missing_ok);
 }
 
 bool
 pcar_store_schema_is_current(void)
 {
-	Oid			schema = get_namespace_oid(PCAR_SCHEMA, true);
-
 	/* the newest table of the newest version */
-	return OidIsValid(schema) && OidIsValid(get_relname_relid("installation", schema));
+	return OidIsValid(pcar_extension_table_oid("installation", true));
 }
 
 void
@@ -65,69 +52,6 @@ pcar_store_require_current_schema(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension \"pgcrypt_at_rest\" in this database is older than its library"),
 				 errhint("Run ALTER EXTENSION pgcrypt_at_rest UPDATE.")));
-}
-
-static void
-store_begin(StoreSession *session)
-{
-	pcar_restricted_begin(session, pcar_relation_owner(pcar_store_key_table_oid(false)));
-}
-
-static void
-store_end(StoreSession *session)
-{
-	pcar_restricted_end(session);
-}
-
-/*
- * Reads for the key cache.  The transaction snapshot can predate a change
- * whose invalidation was just absorbed (REPEATABLE READ, or a long
- * statement), and caching what it shows would outlive the transaction; so
- * absorb pending invalidations, then read with the latest snapshot.  A
- * parallel operation cannot take one: it reads with the active snapshot and
- * returns false, and the caller must not keep the result beyond the
- * transaction.  Read-only, so no command counter increment, which a
- * parallel operation also forbids.
- */
-static bool
-store_select_latest(const char *sql, int nargs, Oid *types, Datum *values)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-	bool		latest = !IsInParallelMode();
-	Snapshot	snapshot;
-	int			rc;
-
-	if (plan == NULL)
-		elog(ERROR, "pgcrypt_at_rest key store query failed: %s",
-			 SPI_result_code_string(SPI_result));
-	if (latest)
-	{
-		AcceptInvalidationMessages();
-		snapshot = GetLatestSnapshot();
-	}
-	else
-		snapshot = GetActiveSnapshot();
-	rc = SPI_execute_snapshot(plan, values, NULL, snapshot, InvalidSnapshot,
-							  true, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "pgcrypt_at_rest key store query failed: %s", SPI_result_code_string(rc));
-	return latest;
-}
-
-static Datum
-bytea_datum(const uint8 *data, size_t len)
-{
-	bytea	   *result = palloc(VARHDRSZ + len);
-
-	SET_VARSIZE(result, VARHDRSZ + len);
-	memcpy(VARDATA(result), data, len);
-	return PointerGetDatum(result);
-}
-
-static Datum
-result_datum(int row, int column, bool *isnull)
-{
-	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, column, isnull);
 }
 
 /*
@@ -146,7 +70,7 @@ pcar_report_unknown_keyring(void)
 bool
 pcar_store_fetch_key(int32 key_id, PcarStoredKey *key)
 {
-	StoreSession session;
+	PcarSpiSession session;
 	Oid			types[2] = {INT4OID, BYTEAOID};
 	Datum		values[2];
 	bool		isnull;
@@ -155,16 +79,16 @@ pcar_store_fetch_key(int32 key_id, PcarStoredKey *key)
 
 	pcar_server_key_require();
 	values[0] = Int32GetDatum(key_id);
-	values[1] = bytea_datum(pcar_server_public_key(), PCAR_SERVER_KEY_BYTES);
+	values[1] = pcar_bytea_datum(pcar_server_public_key(), PCAR_SERVER_KEY_BYTES);
 
-	store_begin(&session);
-	key->latest = store_select_latest(
+	pcar_spi_begin(&session);
+	key->latest = pcar_spi_select_latest(
 		"SELECT r.name, k.status, k.destroyed_at::pg_catalog.text, s.sealed"
 		" FROM " PCAR_SCHEMA ".data_key k"
-		" JOIN " PCAR_SCHEMA ".keyring r ON r.id" EQ "k.keyring_id"
+		" JOIN " PCAR_SCHEMA ".keyring r ON r.id" PCAR_EQ "k.keyring_id"
 		" LEFT JOIN " PCAR_SCHEMA ".sealed_key s"
-		"   ON s.key_id" EQ "k.id AND s.server_public_key" EQ "$2"
-		" WHERE k.id" EQ "$1",
+		"   ON s.key_id" PCAR_EQ "k.id AND s.server_public_key" PCAR_EQ "$2"
+		" WHERE k.id" PCAR_EQ "$1",
 		2, types, values);
 
 	found = SPI_processed == 1;
@@ -188,7 +112,7 @@ pcar_store_fetch_key(int32 key_id, PcarStoredKey *key)
 			elog(ERROR, "key %d has unknown status \"%s\"", key_id, status);
 		key->destroyed_at = destroyed_at ? MemoryContextStrdup(session.caller_context, destroyed_at) : NULL;
 
-		sealed = result_datum(0, 4, &isnull);
+		sealed = pcar_spi_datum(0, 4, &isnull);
 		key->has_copy = !isnull;
 		if (key->has_copy)
 		{
@@ -201,14 +125,14 @@ pcar_store_fetch_key(int32 key_id, PcarStoredKey *key)
 			memcpy(key->sealed, VARDATA_ANY(raw), PCAR_SEALED_KEY_BYTES);
 		}
 	}
-	store_end(&session);
+	pcar_spi_end(&session);
 	return found;
 }
 
 int32
 pcar_store_active_key_id(const char *keyring, bool *latest)
 {
-	StoreSession session;
+	PcarSpiSession session;
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(keyring)};
 	bool		isnull;
@@ -216,21 +140,21 @@ pcar_store_active_key_id(const char *keyring, bool *latest)
 
 	/* a missing secret is the problem to report, whatever the keyring */
 	pcar_server_key_require();
-	store_begin(&session);
-	*latest = store_select_latest("SELECT k.id FROM " PCAR_SCHEMA ".keyring r"
+	pcar_spi_begin(&session);
+	*latest = pcar_spi_select_latest("SELECT k.id FROM " PCAR_SCHEMA ".keyring r"
 								  " LEFT JOIN " PCAR_SCHEMA ".data_key k"
-								  "   ON k.keyring_id" EQ "r.id AND k.status" EQ "'active'"
-								  " WHERE r.name" EQ "$1",
+								  "   ON k.keyring_id" PCAR_EQ "r.id AND k.status" PCAR_EQ "'active'"
+								  " WHERE r.name" PCAR_EQ "$1",
 								  1, types, values);
 	if (SPI_processed == 0)
 		pcar_report_unknown_keyring();
-	key_id = result_datum(0, 1, &isnull);
+	key_id = pcar_spi_datum(0, 1, &isnull);
 	if (isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("keyring \"%s\" has no active key", keyring),
 				 errhint("Make one with pgcrypt_at_rest.rotate_keyring().")));
-	store_end(&session);
+	pcar_spi_end(&session);
 	return DatumGetInt32(key_id);
 }
 
@@ -245,15 +169,15 @@ require_local_server_registered(void)
 	Oid			types[1] = {BYTEAOID};
 	Datum		values[1];
 
-	values[0] = bytea_datum(pcar_server_public_key(), PCAR_SERVER_KEY_BYTES);
-	pcar_spi_execute("SELECT pg_catalog.count(*) OPERATOR(pg_catalog.=) 0,"
-				  " pg_catalog.bool_or(public_key" EQ "$1)"
+	values[0] = pcar_bytea_datum(pcar_server_public_key(), PCAR_SERVER_KEY_BYTES);
+	pcar_spi_execute("SELECT pg_catalog.count(*)" PCAR_EQ "0,"
+				  " pg_catalog.bool_or(public_key" PCAR_EQ "$1)"
 				  " FROM " PCAR_SCHEMA ".server",
 				  SPI_OK_SELECT, 1, types, values);
 	{
 		bool		isnull;
-		bool		empty = DatumGetBool(result_datum(0, 1, &isnull));
-		bool		present = DatumGetBool(result_datum(0, 2, &isnull)) && !isnull;
+		bool		empty = DatumGetBool(pcar_spi_datum(0, 1, &isnull));
+		bool		present = DatumGetBool(pcar_spi_datum(0, 2, &isnull)) && !isnull;
 
 		if (empty)
 			pcar_store_register_local_server();
@@ -289,7 +213,7 @@ add_active_key(int32 keyring_id)
 	else
 		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".data_key (keyring_id) VALUES ($1) RETURNING id",
 						 SPI_OK_INSERT_RETURNING, 1, key_types, key_values);
-	key_id = DatumGetInt32(result_datum(0, 1, &isnull));
+	key_id = DatumGetInt32(pcar_spi_datum(0, 1, &isnull));
 
 	/* no server can be added while the new key is sealed for the others */
 	pcar_spi_execute("LOCK TABLE " PCAR_SCHEMA ".server IN SHARE MODE", SPI_OK_UTILITY, 0, NULL, NULL);
@@ -313,7 +237,7 @@ add_active_key(int32 keyring_id)
 			pcar_seal_data_key(sealed, data_key, (const uint8 *) VARDATA_ANY(public_key));
 			seal_values[0] = Int32GetDatum(key_id);
 			seal_values[1] = PointerGetDatum(public_key);
-			seal_values[2] = bytea_datum(sealed, sizeof(sealed));
+			seal_values[2] = pcar_bytea_datum(sealed, sizeof(sealed));
 			pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".sealed_key (key_id, server_public_key, sealed)"
 						  " VALUES ($1, $2, $3)",
 						  SPI_OK_INSERT, 3, seal_types, seal_values);
@@ -331,7 +255,7 @@ add_active_key(int32 keyring_id)
 int32
 pcar_store_create_keyring(const char *keyring)
 {
-	StoreSession session;
+	PcarSpiSession session;
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(keyring)};
 	bool		isnull;
@@ -339,7 +263,7 @@ pcar_store_create_keyring(const char *keyring)
 	int32		key_id;
 
 	pcar_server_key_require();
-	store_begin(&session);
+	pcar_spi_begin(&session);
 	require_local_server_registered();
 	pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".keyring (name) VALUES ($1)"
 				  " ON CONFLICT (name) DO NOTHING RETURNING id",
@@ -348,16 +272,16 @@ pcar_store_create_keyring(const char *keyring)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("keyring \"%s\" already exists", keyring)));
-	keyring_id = DatumGetInt32(result_datum(0, 1, &isnull));
+	keyring_id = DatumGetInt32(pcar_spi_datum(0, 1, &isnull));
 	key_id = add_active_key(keyring_id);
-	store_end(&session);
+	pcar_spi_end(&session);
 	return key_id;
 }
 
 int32
 pcar_store_rotate_keyring(const char *keyring)
 {
-	StoreSession session;
+	PcarSpiSession session;
 	Oid			name_types[1] = {TEXTOID};
 	Datum		name_values[1] = {CStringGetTextDatum(keyring)};
 	Oid			id_types[1] = {INT4OID};
@@ -367,24 +291,24 @@ pcar_store_rotate_keyring(const char *keyring)
 	int32		key_id;
 
 	pcar_server_key_require();
-	store_begin(&session);
+	pcar_spi_begin(&session);
 	require_local_server_registered();
 	/* the row lock serialises concurrent rotations of one keyring */
-	pcar_spi_execute("SELECT id FROM " PCAR_SCHEMA ".keyring WHERE name" EQ "$1 FOR UPDATE",
+	pcar_spi_execute("SELECT id FROM " PCAR_SCHEMA ".keyring WHERE name" PCAR_EQ "$1 FOR UPDATE",
 				  SPI_OK_SELECT, 1, name_types, name_values);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("keyring \"%s\" does not exist", keyring),
 				 errhint("Create it with pgcrypt_at_rest.create_keyring().")));
-	keyring_id = DatumGetInt32(result_datum(0, 1, &isnull));
+	keyring_id = DatumGetInt32(pcar_spi_datum(0, 1, &isnull));
 	id_values[0] = Int32GetDatum(keyring_id);
 	pcar_spi_execute("UPDATE " PCAR_SCHEMA ".data_key"
 				  " SET status = 'deprecated', deprecated_at = pg_catalog.now()"
-				  " WHERE keyring_id" EQ "$1 AND status" EQ "'active'",
+				  " WHERE keyring_id" PCAR_EQ "$1 AND status" PCAR_EQ "'active'",
 				  SPI_OK_UPDATE, 1, id_types, id_values);
 	key_id = add_active_key(keyring_id);
-	store_end(&session);
+	pcar_spi_end(&session);
 	return key_id;
 }
 
@@ -407,7 +331,7 @@ local_server_name(void)
 void
 pcar_store_register_local_server(void)
 {
-	StoreSession session;
+	PcarSpiSession session;
 	Oid			types[2] = {BYTEAOID, TEXTOID};
 	Datum		values[2];
 
@@ -419,30 +343,24 @@ pcar_store_register_local_server(void)
 				 errhint("Set pgcrypt_at_rest.server_key_file or pgcrypt_at_rest.server_key_command and restart; the first pgcrypt_at_rest.create_keyring() then registers the server.")));
 		return;
 	}
-	values[0] = bytea_datum(pcar_server_public_key(), PCAR_SERVER_KEY_BYTES);
+	values[0] = pcar_bytea_datum(pcar_server_public_key(), PCAR_SERVER_KEY_BYTES);
 	values[1] = CStringGetTextDatum(local_server_name());
 
-	store_begin(&session);
+	pcar_spi_begin(&session);
 	pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".server (public_key, name) VALUES ($1, $2)"
 				  " ON CONFLICT DO NOTHING",
 				  SPI_OK_INSERT, 2, types, values);
-	store_end(&session);
-}
-
-Oid
-pcar_store_owner(void)
-{
-	return pcar_relation_owner(pcar_store_key_table_oid(false));
+	pcar_spi_end(&session);
 }
 
 /* Runs a query returning one int4 column; the values as a list. */
 static List *
 select_int_list(const char *sql, int nargs, Oid *types, Datum *values)
 {
-	StoreSession session;
+	PcarSpiSession session;
 	List	   *result = NIL;
 
-	store_begin(&session);
+	pcar_spi_begin(&session);
 	pcar_spi_execute(sql, SPI_OK_SELECT, nargs, types, values);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -454,15 +372,40 @@ select_int_list(const char *sql, int nargs, Oid *types, Datum *values)
 		result = lappend_int(result, value);
 		MemoryContextSwitchTo(old);
 	}
-	store_end(&session);
+	pcar_spi_end(&session);
 	return result;
+}
+
+PcarKeyName *
+pcar_store_keys_to_drain(int *nkeys)
+{
+	PcarSpiSession session;
+	PcarKeyName *keys;
+
+	pcar_spi_begin(&session);
+	pcar_spi_execute("SELECT k.id, r.name FROM " PCAR_SCHEMA ".data_key k"
+					 " JOIN " PCAR_SCHEMA ".keyring r ON r.id" PCAR_EQ "k.keyring_id"
+					 " WHERE k.status" PCAR_EQ "'deprecated' AND k.drained_at IS NULL"
+					 " ORDER BY k.id",
+					 SPI_OK_SELECT, 0, NULL, NULL);
+	keys = MemoryContextAllocZero(session.caller_context, sizeof(PcarKeyName) * Max(SPI_processed, 1));
+	*nkeys = SPI_processed;
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		keys[i].key_id = DatumGetInt32(pcar_spi_datum(i, 1, &isnull));
+		strlcpy(keys[i].keyring, pcar_spi_text(i, 2), NAMEDATALEN);
+	}
+	pcar_spi_end(&session);
+	return keys;
 }
 
 List *
 pcar_store_deprecated_keys(void)
 {
 	return select_int_list("SELECT id FROM " PCAR_SCHEMA ".data_key"
-						   " WHERE status" EQ "'deprecated' ORDER BY id",
+						   " WHERE status" PCAR_EQ "'deprecated' ORDER BY id",
 						   0, NULL, NULL);
 }
 
@@ -473,9 +416,9 @@ pcar_store_keys_past_grace(int grace_seconds)
 	Datum		values[1] = {Int32GetDatum(grace_seconds)};
 
 	return select_int_list("SELECT id FROM " PCAR_SCHEMA ".data_key"
-						   " WHERE status" EQ "'deprecated' AND drained_at IS NOT NULL"
-						   "   AND drained_at OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $1)"
-						   "       OPERATOR(pg_catalog.<=) pg_catalog.now()"
+						   " WHERE status" PCAR_EQ "'deprecated' AND drained_at IS NOT NULL"
+						   "   AND drained_at" PCAR_OP("+") "pg_catalog.make_interval(secs => $1)"
+						   "      " PCAR_OP("<=") "pg_catalog.now()"
 						   " ORDER BY id",
 						   1, types, values);
 }
@@ -483,17 +426,17 @@ pcar_store_keys_past_grace(int grace_seconds)
 bool
 pcar_store_set_drained(int32 key_id, bool drained, int grace_seconds)
 {
-	StoreSession session;
+	PcarSpiSession session;
 	Oid			types[3] = {INT4OID, BOOLOID, INT4OID};
 	Datum		values[3] = {Int32GetDatum(key_id), BoolGetDatum(drained), Int32GetDatum(grace_seconds)};
 	bool		due = false;
 
-	store_begin(&session);
+	pcar_spi_begin(&session);
 	pcar_spi_execute("UPDATE " PCAR_SCHEMA ".data_key"
 					 " SET drained_at = CASE WHEN $2 THEN COALESCE(drained_at, pg_catalog.now()) END"
-					 " WHERE id" EQ "$1 AND status" EQ "'deprecated'"
-					 " RETURNING $2 AND drained_at OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $3)"
-					 "   OPERATOR(pg_catalog.<=) pg_catalog.now()",
+					 " WHERE id" PCAR_EQ "$1 AND status" PCAR_EQ "'deprecated'"
+					 " RETURNING $2 AND drained_at" PCAR_OP("+") "pg_catalog.make_interval(secs => $3)"
+					 "  " PCAR_OP("<=") "pg_catalog.now()",
 					 SPI_OK_UPDATE_RETURNING, 3, types, values);
 	if (SPI_processed == 1)
 	{
@@ -502,43 +445,41 @@ pcar_store_set_drained(int32 key_id, bool drained, int grace_seconds)
 		due = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
 			!isnull;
 	}
-	store_end(&session);
+	pcar_spi_end(&session);
 	return due;
 }
 
 void
 pcar_store_destroy_key(int32 key_id)
 {
-	StoreSession session;
+	PcarSpiSession session;
 	Oid			types[1] = {INT4OID};
 	Datum		values[1] = {Int32GetDatum(key_id)};
 
-	store_begin(&session);
+	pcar_spi_begin(&session);
 	/* the copies go first, in the same transaction as the status */
-	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".sealed_key WHERE key_id" EQ "$1",
+	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".sealed_key WHERE key_id" PCAR_EQ "$1",
 					 SPI_OK_DELETE, 1, types, values);
 	pcar_spi_execute("UPDATE " PCAR_SCHEMA ".data_key"
 					 " SET status = 'destroyed', destroyed_at = pg_catalog.now()"
-					 " WHERE id" EQ "$1 AND status" EQ "'deprecated'",
+					 " WHERE id" PCAR_EQ "$1 AND status" PCAR_EQ "'deprecated'",
 					 SPI_OK_UPDATE, 1, types, values);
-	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".rotation_progress WHERE key_id" EQ "$1",
-					 SPI_OK_DELETE, 1, types, values);
-	store_end(&session);
+	pcar_spi_end(&session);
 }
 
 void
 pcar_store_deprecate_key(int32 key_id)
 {
-	StoreSession session;
+	PcarSpiSession session;
 	Oid			types[1] = {INT4OID};
 	Datum		values[1] = {Int32GetDatum(key_id)};
 	char	   *status;
 	char	   *keyring;
 
-	store_begin(&session);
+	pcar_spi_begin(&session);
 	pcar_spi_execute("SELECT k.status, r.name FROM " PCAR_SCHEMA ".data_key k"
-					 " JOIN " PCAR_SCHEMA ".keyring r ON r.id" EQ "k.keyring_id"
-					 " WHERE k.id" EQ "$1 FOR UPDATE OF k",
+					 " JOIN " PCAR_SCHEMA ".keyring r ON r.id" PCAR_EQ "k.keyring_id"
+					 " WHERE k.id" PCAR_EQ "$1 FOR UPDATE OF k",
 					 SPI_OK_SELECT, 1, types, values);
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -551,7 +492,7 @@ pcar_store_deprecate_key(int32 key_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("key %d was destroyed", key_id)));
-	store_end(&session);
+	pcar_spi_end(&session);
 
 	/* the active key is replaced, so the keyring always has one */
 	if (strcmp(status, "active") == 0)
@@ -565,59 +506,56 @@ void
 pcar_store_alter_keyring(const char *keyring, Datum rotate_after, bool rotate_after_null,
 						 int64 max_encryptions, bool max_encryptions_null)
 {
-	StoreSession session;
+	PcarSpiSession session;
 	Oid			types[3] = {TEXTOID, INTERVALOID, INT8OID};
 	Datum		values[3] = {CStringGetTextDatum(keyring), rotate_after, Int64GetDatum(max_encryptions)};
 	char		nulls[3] = {' ', rotate_after_null ? 'n' : ' ', max_encryptions_null ? 'n' : ' '};
-	int			rc;
 
-	store_begin(&session);
-	rc = SPI_execute_with_args("UPDATE " PCAR_SCHEMA ".keyring"
-							   " SET rotate_after = $2, max_encryptions = $3 WHERE name" EQ "$1",
-							   3, types, values, nulls, false, 0);
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "could not update keyring");
+	pcar_spi_begin(&session);
+	pcar_spi_execute_nulls("UPDATE " PCAR_SCHEMA ".keyring"
+						   " SET rotate_after = $2, max_encryptions = $3 WHERE name" PCAR_EQ "$1",
+						   SPI_OK_UPDATE, 3, types, values, nulls);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("keyring \"%s\" does not exist", keyring)));
-	store_end(&session);
+	pcar_spi_end(&session);
 }
 
 void
 pcar_store_add_encryptions(int32 key_id, int64 count)
 {
-	StoreSession session;
+	PcarSpiSession session;
 	Oid			types[2] = {INT4OID, INT8OID};
 	Datum		values[2] = {Int32GetDatum(key_id), Int64GetDatum(count)};
 
-	store_begin(&session);
+	pcar_spi_begin(&session);
 	pcar_spi_execute("UPDATE " PCAR_SCHEMA ".data_key"
-					 " SET encryptions = encryptions OPERATOR(pg_catalog.+) $2 WHERE id" EQ "$1",
+					 " SET encryptions = encryptions" PCAR_OP("+") "$2 WHERE id" PCAR_EQ "$1",
 					 SPI_OK_UPDATE, 2, types, values);
-	store_end(&session);
+	pcar_spi_end(&session);
 }
 
 List *
 pcar_store_keyrings_due(void)
 {
-	StoreSession session;
+	PcarSpiSession session;
 	List	   *names = NIL;
 
-	store_begin(&session);
+	pcar_spi_begin(&session);
 	pcar_spi_execute("SELECT r.name FROM " PCAR_SCHEMA ".keyring r"
 					 " JOIN " PCAR_SCHEMA ".data_key k"
-					 "   ON k.keyring_id" EQ "r.id AND k.status" EQ "'active'"
-					 " WHERE ((r.rotate_after IS NOT NULL AND k.created_at OPERATOR(pg_catalog.+)"
-					 "          r.rotate_after OPERATOR(pg_catalog.<=) pg_catalog.now())"
+					 "   ON k.keyring_id" PCAR_EQ "r.id AND k.status" PCAR_EQ "'active'"
+					 " WHERE ((r.rotate_after IS NOT NULL AND k.created_at" PCAR_OP("+") ""
+					 "          r.rotate_after" PCAR_OP("<=") "pg_catalog.now())"
 					 "     OR (r.max_encryptions IS NOT NULL AND k.encryptions"
-					 "          OPERATOR(pg_catalog.>=) r.max_encryptions))"
+					 "         " PCAR_OP(">=") "r.max_encryptions))"
 					 /*
 					  * Not while an earlier key still drains: its re-encryptions
 					  * count against the new key and could rotate again, forever.
 					  */
 					 "   AND NOT EXISTS (SELECT FROM " PCAR_SCHEMA ".data_key d"
-					 "     WHERE d.keyring_id" EQ "r.id AND d.status" EQ "'deprecated'"
+					 "     WHERE d.keyring_id" PCAR_EQ "r.id AND d.status" PCAR_EQ "'deprecated'"
 					 "       AND d.drained_at IS NULL)"
 					 " ORDER BY r.name",
 					 SPI_OK_SELECT, 0, NULL, NULL);
@@ -628,21 +566,21 @@ pcar_store_keyrings_due(void)
 		names = lappend(names, pstrdup(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)));
 		MemoryContextSwitchTo(old);
 	}
-	store_end(&session);
+	pcar_spi_end(&session);
 	return names;
 }
 
 char *
 pcar_store_destruction_hold(int32 key_id)
 {
-	StoreSession session;
+	PcarSpiSession session;
 	Oid			types[1] = {INT4OID};
 	Datum		values[1] = {Int32GetDatum(key_id)};
 	char	   *hold = NULL;
 
-	store_begin(&session);
+	pcar_spi_begin(&session);
 	pcar_spi_execute("SELECT " PCAR_SCHEMA "._destruction_hold(installation)"
-					 "  FROM " PCAR_SCHEMA ".data_key WHERE id" EQ "$1",
+					 "  FROM " PCAR_SCHEMA ".data_key WHERE id" PCAR_EQ "$1",
 					 SPI_OK_SELECT, 1, types, values);
 	if (SPI_processed == 1)
 	{
@@ -651,22 +589,22 @@ pcar_store_destruction_hold(int32 key_id)
 		if (text != NULL)
 			hold = MemoryContextStrdup(session.caller_context, text);
 	}
-	store_end(&session);
+	pcar_spi_end(&session);
 	return hold;
 }
 
 int64
 pcar_store_confirm_restore(void)
 {
-	StoreSession session;
+	PcarSpiSession session;
 	int64		adopted;
 
-	store_begin(&session);
+	pcar_spi_begin(&session);
 	pcar_spi_execute("UPDATE " PCAR_SCHEMA ".data_key SET installation = i.id"
 					 "  FROM " PCAR_SCHEMA ".installation i"
 					 " WHERE data_key.installation IS DISTINCT FROM i.id",
 					 SPI_OK_UPDATE, 0, NULL, NULL);
 	adopted = SPI_processed;
-	store_end(&session);
+	pcar_spi_end(&session);
 	return adopted;
 }

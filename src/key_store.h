@@ -60,10 +60,17 @@ extern void pcar_store_require_current_schema(void);
 extern Oid	pcar_store_key_table_oid(bool missing_ok);
 
 
-/* The role that owns the key tables; extension tables are read as it. */
-extern Oid	pcar_store_owner(void);
+/* A key and the name of its keyring. */
+typedef struct PcarKeyName
+{
+	int32		key_id;
+	char		keyring[NAMEDATALEN];
+} PcarKeyName;
 
-/* Rotation and destruction bookkeeping (see drain.c, key_destruction.c). */
+/* The drain state of keys (see drain.c, key_destruction.c). */
+
+/* Deprecated keys not found drained yet, in id order. */
+extern PcarKeyName *pcar_store_keys_to_drain(int *nkeys);
 extern List *pcar_store_deprecated_keys(void);
 extern List *pcar_store_keys_past_grace(int grace_seconds);
 /* Marks (or unmarks) a key drained; true if it is drained and its grace is over. */

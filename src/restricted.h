@@ -1,8 +1,9 @@
 /*
  * restricted.h
  *		Running as another role in a security-restricted context with pinned
- *		settings: how the key store reads its tables (as their owner) and how
- *		the rotation worker touches a user's table (as the table's owner).
+ *		settings: how the extension runs SQL on its tables (as their owner,
+ *		spi_session.c) and how the rotation worker touches a user's table (as
+ *		the table's owner).
  *
  * The rule this serves: no code a table's owner wrote (index expressions
  * and predicates, CHECK constraints, domain constraints, generated columns,
@@ -22,28 +23,16 @@ typedef struct PcarRestricted
 	Oid			saved_userid;
 	int			saved_sec_context;
 	int			guc_nest_level;
-	MemoryContext caller_context;	/* results must outlive SPI's memory */
 } PcarRestricted;
 
 /*
- * Switches to role (a table's owner, whose code will run) in a
- * security-restricted context and pins the settings.
+ * Switches to role (a table's owner, whose code will run, or the owner of
+ * the extension's tables) in a security-restricted context and pins the
+ * settings.
  */
 extern void pcar_as_role_begin(PcarRestricted *r, Oid role);
 /* Restores the role, the context and every setting. */
 extern void pcar_as_role_end(PcarRestricted *r);
-
-/* For the extension's own SQL on its tables, as their owner: the same, with SPI connected. */
-extern void pcar_restricted_begin(PcarRestricted *r, Oid role);
-extern void pcar_restricted_end(PcarRestricted *r);
-
-/*
- * Runs one statement with $n parameters through a plan saved per SQL text;
- * errors unless SPI returns expected.  nulls as for SPI_execute_plan.
- */
-extern void pcar_spi_execute(const char *sql, int expected, int nargs, Oid *types, Datum *values);
-extern void pcar_spi_execute_nulls(const char *sql, int expected, int nargs, Oid *types,
-								   Datum *values, const char *nulls);
 
 extern Oid	pcar_relation_owner(Oid relid);
 

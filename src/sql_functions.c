@@ -398,14 +398,16 @@ pcar_set_column_context(PG_FUNCTION_ARGS)
 Datum
 pcar_drain(PG_FUNCTION_ARGS)
 {
+	PcarDrainState state;
 	PcarDrainResult result;
 	int64		total = 0;
 
 	pcar_store_require_current_schema();
+	pcar_drain_state_init(&state, CurrentMemoryContext);
 	do
 	{
 		CHECK_FOR_INTERRUPTS();
-		pcar_drain_batch(&result, NIL, true);
+		pcar_drain_batch(&state, &result, NIL, true);
 		total += result.reencrypted;
 	} while (result.pass_running);
 	PG_RETURN_INT64(total);

@@ -1,17 +1,23 @@
 /*
  * worker.c
- *		The rotation worker of one database: every time it wakes it persists
- *		encryption counts and applies rotation policies (at most once a nap),
- *		moves destruction rounds along, and runs one drain batch.  Each of
- *		those is a short transaction of its own; an error in one is logged,
- *		noted where a DBA will see it (rotation_status), and the loop goes on.
- *		Between batches it sleeps rotation_delay; with nothing to do, a nap.
+ *		The rotation worker of one database.  Its loop is a list of steps,
+ *		each due on its own terms: apply rotation policies (once a nap),
+ *		move destruction rounds along, run one drain batch.  Each step is a
+ *		short transaction of its own; an error in one is logged with its
+ *		detail and hint, handled by the step (the drain notes it where a DBA
+ *		will see it, rotation_status), and the loop goes on.  Between
+ *		batches it sleeps rotation_delay; with nothing to do, a nap.
+ *
+ * Everything the worker carries from one turn to the next is in its
+ * WorkerState, in memory that outlives the steps' transactions.  A new
+ * kind of work (re-sealing keys for a new server, say) is one more row in
+ * the step table.
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
-#include "catalog/namespace.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -20,38 +26,225 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "drain.h"
-#include "commands/dbcommands.h"
 #include "guc.h"
 #include "key_destruction.h"
 #include "key_store.h"
-#include "pgcrypt_at_rest.h"
 #include "policy.h"
 #include "shared_state.h"
 #include "worker.h"
 
-bool		pcar_in_rotation_worker = false;
-
-typedef enum StepKind
+typedef struct WorkerState
 {
-	STEP_CHECK_INSTALLED,
-	STEP_POLICIES,
-	STEP_DESTRUCTION,
-	STEP_DRAIN
-} StepKind;
+	MemoryContext loop_context;	/* reset at every turn; steps' results live here */
+	bool		installed;		/* the extension, at the library's version, is here */
 
-typedef struct StepState
+	/* policies */
+	TimestampTz last_policy_check;
+	bool		rotated;		/* a policy rotated a keyring this turn */
+
+	/* the drain: passes, and the batch of this turn */
+	struct
+	{
+		bool		running;	/* a pass is under way: go on batch by batch */
+		int64		reencrypted;	/* values re-encrypted in this pass */
+		int			idle_passes;	/* passes in a row that re-encrypted nothing */
+		TimestampTz next_at;	/* when a new pass is due */
+	}			pass;
+	PcarDrainState drain;
+	PcarDrainResult batch;
+
+	/* destruction */
+	PcarDestructionRounds rounds;
+	List	   *destroyed;		/* key ids destroyed this turn */
+} WorkerState;
+
+typedef struct WorkerStep
 {
-	bool		installed;
-	bool		rotated;		/* a policy rotated a keyring */
-	PcarDrainResult drain;
-	List	   *destroyed;		/* key ids, logged once committed */
-} StepState;
+	const char *activity;
+	bool		(*due) (WorkerState *state, TimestampTz now);
+	/* in a transaction of its own; results go to state->loop_context */
+	void		(*run) (WorkerState *state);
+	/* after it committed (ok) or aborted, outside any transaction */
+	void		(*done) (WorkerState *state, bool ok);
+	/* after an abort, in a transaction of its own; may be NULL */
+	void		(*on_error) (WorkerState *state, const ErrorData *error);
+} WorkerStep;
+
+/* Policies: at most once a nap, and at start. */
+
+static bool
+policies_due(WorkerState *state, TimestampTz now)
+{
+	if (!TimestampDifferenceExceeds(state->last_policy_check, now, pcar_worker_naptime * 1000))
+		return false;
+	state->last_policy_check = now;
+	return true;
+}
+
+static void
+run_policies(WorkerState *state)
+{
+	pcar_persist_encryption_counts();
+	state->rotated = pcar_apply_rotation_policies();
+}
+
+static void
+policies_done(WorkerState *state, bool ok)
+{
+	/* a policy rotated a keyring: a pass is due now */
+	if (ok && state->rotated)
+		state->pass.next_at = 0;
+}
+
+/* Destruction: every turn, as rounds wait for other transactions. */
+
+static bool
+always_due(WorkerState *state, TimestampTz now)
+{
+	return true;
+}
+
+static void
+run_destruction(WorkerState *state)
+{
+	List	   *destroyed = pcar_destruction_step(&state->rounds);
+	MemoryContext old = MemoryContextSwitchTo(state->loop_context);
+
+	state->destroyed = list_copy(destroyed);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+destruction_done(WorkerState *state, bool ok)
+{
+	ListCell   *cell;
+
+	/* logged once committed */
+	foreach(cell, ok ? state->destroyed : NIL)
+		ereport(LOG,
+				(errmsg("pgcrypt_at_rest destroyed key %d: no value needs it any more",
+						lfirst_int(cell))));
+}
+
+/*
+ * The drain: a pass in progress goes on batch by batch.  A new pass waits a
+ * nap after the last one, longer (up to 16 naps) after passes that
+ * re-encrypted nothing, such as those finding only values it cannot
+ * rotate: each pass counts every table.  Being woken starts one now.
+ */
+
+static bool
+drain_due(WorkerState *state, TimestampTz now)
+{
+	return state->pass.running || now >= state->pass.next_at;
+}
+
+static void
+run_drain(WorkerState *state)
+{
+	List	   *in_rounds = pcar_destruction_round_keys(&state->rounds);
+	MemoryContext old;
+
+	pcar_drain_batch(&state->drain, &state->batch, in_rounds, false);
+	old = MemoryContextSwitchTo(state->loop_context);
+	state->batch.drained_keys = list_copy(state->batch.drained_keys);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+drain_done(WorkerState *state, bool ok)
+{
+	if (ok)
+	{
+		if (state->batch.drained_keys != NIL)
+			pcar_destruction_schedule(&state->rounds, state->batch.drained_keys);
+		state->pass.reencrypted += state->batch.reencrypted;
+		state->pass.running = state->batch.pass_running;
+	}
+	else
+		state->pass.running = true; /* the failing column was skipped */
+
+	if (!state->pass.running)
+	{
+		state->pass.idle_passes = state->pass.reencrypted > 0 ? 0 : Min(state->pass.idle_passes + 1, 4);
+		state->pass.reencrypted = 0;
+		state->pass.next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														  (int64) pcar_worker_naptime * 1000 << state->pass.idle_passes);
+	}
+}
+
+static void
+drain_error(WorkerState *state, const ErrorData *error)
+{
+	/* where the drain stopped, so rotation_status shows it */
+	pcar_drain_note_error(&state->drain, error->message);
+}
+
+static const WorkerStep steps[] = {
+	{"applying rotation policies", policies_due, run_policies, policies_done, NULL},
+	{"destroying drained keys", always_due, run_destruction, destruction_done, NULL},
+	{"re-encrypting values under deprecated keys", drain_due, run_drain, drain_done, drain_error},
+};
+
+/* Runs a function in a transaction of its own; the error it raised, or NULL. */
+static ErrorData *
+in_transaction(void (*function) (WorkerState *state), WorkerState *state, const char *activity)
+{
+	ErrorData  *volatile error = NULL;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+	PG_TRY();
+	{
+		function(state);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(state->loop_context);
+		error = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(state->loop_context);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return error;
+}
+
+static void
+run_step(const WorkerStep *step, WorkerState *state)
+{
+	ErrorData  *error = in_transaction(step->run, state, step->activity);
+
+	if (error != NULL)
+	{
+		ereport(LOG,
+				(errmsg("pgcrypt_at_rest worker: %s failed: %s", step->activity, error->message),
+				 error->detail ? errdetail_internal("%s", error->detail) : 0,
+				 error->hint ? errhint("%s", error->hint) : 0));
+		if (step->on_error != NULL)
+		{
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			step->on_error(state, error);
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			MemoryContextSwitchTo(state->loop_context);
+		}
+		FreeErrorData(error);
+	}
+	step->done(state, error == NULL);
+}
 
 /*
  * True when the extension, at the library's version, is in this database.
@@ -75,96 +268,31 @@ extension_ready(void)
 }
 
 static void
-run_step_body(StepKind kind, StepState *state, MemoryContext loop_context)
+check_installed(WorkerState *state)
 {
-	switch (kind)
-	{
-		case STEP_CHECK_INSTALLED:
-			state->installed = extension_ready();
-			break;
-		case STEP_POLICIES:
-			pcar_persist_encryption_counts();
-			state->rotated = pcar_apply_rotation_policies();
-			break;
-		case STEP_DESTRUCTION:
-			{
-				List	   *destroyed = pcar_destruction_step();
-				MemoryContext old = MemoryContextSwitchTo(loop_context);
-
-				state->destroyed = list_copy(destroyed);
-				MemoryContextSwitchTo(old);
-			}
-			break;
-		case STEP_DRAIN:
-			pcar_drain_batch(&state->drain, pcar_destruction_round_keys(), false);
-			/* the list must outlive the transaction */
-			{
-				MemoryContext old = MemoryContextSwitchTo(loop_context);
-
-				state->drain.drained_keys = list_copy(state->drain.drained_keys);
-				MemoryContextSwitchTo(old);
-			}
-			break;
-	}
+	state->installed = extension_ready();
 }
 
-/* One step in its own transaction; false if it failed. */
-static bool
-run_step(StepKind kind, const char *activity, StepState *state, MemoryContext loop_context)
+/* How long to sleep after a turn: a nap, or less while work is under way. */
+static long
+sleep_ms(WorkerState *state)
 {
-	volatile bool ok = true;
+	long		ms = pcar_worker_naptime * 1000L;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-	PG_TRY();
-	{
-		run_step_body(kind, state, loop_context);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *error;
-
-		MemoryContextSwitchTo(loop_context);
-		error = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG,
-				(errmsg("pgcrypt_at_rest worker: %s failed: %s", activity, error->message)));
-
-		/* where the drain stopped, so rotation_status shows it */
-		if (kind == STEP_DRAIN)
-		{
-			StartTransactionCommand();
-			PushActiveSnapshot(GetTransactionSnapshot());
-			pcar_drain_note_error(error->message);
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-		}
-		FreeErrorData(error);
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(loop_context);
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	return ok;
+	if (state->pass.running)
+		ms = pcar_rotation_delay;
+	/* rounds wait for other transactions: look again each second */
+	if (pcar_destruction_round_keys(&state->rounds) != NIL)
+		ms = Min(ms, 1000L);
+	return ms;
 }
 
 void
 pcar_worker_main(Datum main_arg)
 {
 	Oid			dboid = DatumGetObjectId(main_arg);
-	MemoryContext loop_context;
-	TimestampTz last_policy_check = 0;
-	StepState	state;
-	bool		pass_running = false;
-	int64		pass_reencrypted = 0;
-	int			idle_passes = 0;
-	TimestampTz next_pass_at = 0;
+	MemoryContext worker_context;
+	WorkerState state;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -174,16 +302,21 @@ pcar_worker_main(Datum main_arg)
 		proc_exit(0);			/* another worker serves this database */
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	pcar_in_rotation_worker = true;
 	/* the worker runs user statements as table owners: nothing from the path */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("application_name", "pgcrypt_at_rest worker", PGC_USERSET, PGC_S_SESSION);
 
-	loop_context = AllocSetContextCreate(TopMemoryContext, "pgcrypt_at_rest worker",
-										 ALLOCSET_DEFAULT_SIZES);
+	worker_context = AllocSetContextCreate(TopMemoryContext, "pgcrypt_at_rest worker",
+										   ALLOCSET_DEFAULT_SIZES);
+	memset(&state, 0, sizeof(state));
+	state.loop_context = AllocSetContextCreate(worker_context, "pgcrypt_at_rest worker turn",
+											   ALLOCSET_DEFAULT_SIZES);
+	pcar_drain_state_init(&state.drain, worker_context);
+	pcar_destruction_rounds_init(&state.rounds, worker_context);
+
 	for (;;)
 	{
-		long		sleep_ms = pcar_worker_naptime * 1000L;
+		long		ms;
 		TimestampTz now;
 
 		/* a cancel aimed at a step that already ended must not end the worker */
@@ -194,11 +327,12 @@ pcar_worker_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		MemoryContextSwitchTo(loop_context);
-		MemoryContextReset(loop_context);
+		MemoryContextSwitchTo(state.loop_context);
+		MemoryContextReset(state.loop_context);
+		state.rotated = false;
+		state.destroyed = NIL;
 
-		memset(&state, 0, sizeof(state));
-		if (!run_step(STEP_CHECK_INSTALLED, "checking the extension", &state, loop_context))
+		if (in_transaction(check_installed, &state, "checking the extension") != NULL)
 			proc_exit(1);
 		if (!state.installed)
 			proc_exit(0);		/* the launcher asks again a nap later */
@@ -207,70 +341,26 @@ pcar_worker_main(Datum main_arg)
 		{
 			pgstat_report_activity(STATE_IDLE, "paused: pgcrypt_at_rest.worker_enabled is off");
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 sleep_ms, PG_WAIT_EXTENSION);
+							 pcar_worker_naptime * 1000L, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 			continue;
 		}
 
 		now = GetCurrentTimestamp();
-		if (TimestampDifferenceExceeds(last_policy_check, now, pcar_worker_naptime * 1000))
-		{
-			if (run_step(STEP_POLICIES, "applying rotation policies", &state, loop_context) &&
-				state.rotated)
-				next_pass_at = 0;
-			last_policy_check = now;
-		}
+		for (size_t i = 0; i < lengthof(steps); i++)
+			if (steps[i].due(&state, now))
+				run_step(&steps[i], &state);
 
-		if (run_step(STEP_DESTRUCTION, "destroying drained keys", &state, loop_context))
-		{
-			ListCell   *cell;
-
-			foreach(cell, state.destroyed)
-				ereport(LOG,
-						(errmsg("pgcrypt_at_rest destroyed key %d: no value needs it any more",
-								lfirst_int(cell))));
-		}
-		/*
-		 * A pass in progress goes on batch by batch.  A new pass waits a nap
-		 * after the last one, longer (up to 16 naps) after passes that
-		 * re-encrypted nothing, such as those finding only values it cannot
-		 * rotate: each pass counts every table.  Being woken starts one now.
-		 */
-		if (pass_running || now >= next_pass_at)
-		{
-			if (run_step(STEP_DRAIN, "re-encrypting values under deprecated keys", &state, loop_context))
-			{
-				if (state.drain.drained_keys != NIL)
-					pcar_destruction_schedule(state.drain.drained_keys);
-				pass_reencrypted += state.drain.reencrypted;
-				pass_running = state.drain.pass_running;
-			}
-			else
-				pass_running = true;	/* the failing column was skipped */
-			if (!pass_running)
-			{
-				idle_passes = pass_reencrypted > 0 ? 0 : Min(idle_passes + 1, 4);
-				pass_reencrypted = 0;
-				next_pass_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														   (int64) pcar_worker_naptime * 1000 << idle_passes);
-			}
-		}
-		if (pass_running)
-			sleep_ms = pcar_rotation_delay;
-
-		/* rounds wait for other transactions: look again each second */
-		if (pcar_destruction_round_keys() != NIL)
-			sleep_ms = Min(sleep_ms, 1000L);
-
-		if (sleep_ms > 0)
+		ms = sleep_ms(&state);
+		if (ms > 0)
 		{
 			int			events = WaitLatch(MyLatch,
 										   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-										   sleep_ms, PG_WAIT_EXTENSION);
+										   ms, PG_WAIT_EXTENSION);
 
 			ResetLatch(MyLatch);
 			if (events & WL_LATCH_SET)
-				next_pass_at = 0;	/* rotate_keyring() or the like: work to do */
+				state.pass.next_at = 0; /* rotate_keyring() or the like: work to do */
 		}
 	}
 }

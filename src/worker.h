@@ -7,7 +7,4 @@
 
 extern PGDLLEXPORT void pcar_worker_main(Datum main_arg);
 
-/* True in a rotation worker process. */
-extern bool pcar_in_rotation_worker;
-
 #endif							/* PCAR_WORKER_H */
