@@ -28,11 +28,12 @@ install_dependencies() {
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
 }
 
+# build_and_install [MAKE VARIABLES]: e.g. TEST_BUILD=1 for assertions and -Werror.
 build_and_install() {
-	log "building and installing pgcrypt_at_rest"
+	log "building and installing pgcrypt_at_rest${*:+ ($*)}"
 	make -C "$REPO_DIR" -s PG_CONFIG="$PG_CONFIG" clean >/dev/null
-	make -C "$REPO_DIR" -s PG_CONFIG="$PG_CONFIG"
-	make -C "$REPO_DIR" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+	make -C "$REPO_DIR" -s PG_CONFIG="$PG_CONFIG" "$@"
+	make -C "$REPO_DIR" -s PG_CONFIG="$PG_CONFIG" "$@" install >/dev/null
 }
 
 # A copy of the source tree that the postgres user can write (tests create
@@ -40,7 +41,9 @@ build_and_install() {
 postgres_owned_copy() {
 	local dest
 	dest=$(mktemp -d "/tmp/pgcrypt_at_rest-$1.XXXXXX")
-	tar -C "$REPO_DIR" --exclude=.git --exclude='*.o' --exclude='*.so' -cf - . | tar -C "$dest" -xf -
+	tar -C "$REPO_DIR" --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
+		--exclude=./test_config --exclude='./tmp_check*' --exclude=./results --exclude=./output_iso \
+		-cf - . | tar -C "$dest" -xf -
 	chown -R postgres:postgres "$dest"
 	chmod 700 "$dest"
 	echo "$dest"

@@ -8,7 +8,8 @@ set -euo pipefail
 
 need_root
 install_dependencies
-build_and_install
+build_and_install TEST_BUILD=1
+
 # Citus for t/013_citus.pl (Debian has no package; the shared tree builds it,
 # about two minutes the first time).  Where the installer exists, the test
 # must run: a failed install makes it fail rather than skip.
@@ -21,26 +22,12 @@ else
 	log "note: $citus_installer not found; t/013_citus.pl is skipped unless Citus is installed"
 fi
 
+# What is left needs no root: make installcheck, as postgres, in a copy of
+# the tree it can write (the suites' temporary instances live there).
 work=$(postgres_owned_copy test)
-secret=$work/test_keys/server.key
-write_server_secret "$secret"
-
-# pg_regress and pg_isolation_regress start their own temporary instance
-# with the library preloaded and the secret above (outside its data directory).
-as_postgres tee "$work/regress.conf" >/dev/null <<CONF
-shared_preload_libraries = 'pgcrypt_at_rest'
-pgcrypt_at_rest.server_key_file = '$secret'
-# these suites drive rotation with drain() and destroy_drained_keys(); the
-# worker itself is tested by the TAP tests
-pgcrypt_at_rest.worker_enabled = off
-pgcrypt_at_rest.destroy_grace = 0
-CONF
-
 log "running regression, isolation and TAP tests in $work"
 status=0
-as_postgres make -C "$work" -s PG_CONFIG="$PG_CONFIG" installcheck \
-	EXTRA_REGRESS_OPTS="--temp-instance=$work/tmp_instance --temp-config=$work/regress.conf" \
-	PROVE_FLAGS="--timer" || status=$?
+as_postgres make -C "$work" -s PG_CONFIG="$PG_CONFIG" installcheck PROVE_FLAGS="--timer" || status=$?
 
 if [ "$status" -ne 0 ]; then
 	for diffs in "$work/regression.diffs" "$work/output_iso/regression.diffs"; do
