@@ -1,7 +1,8 @@
 /*
  * key_store.h
- *		Reading and writing the key tables (keyrings, data keys, servers and
- *		sealed copies).  The only module that runs SQL against them.
+ *		Reading and writing the key tables (keyrings, data keys with their
+ *		drain state, servers, sealed copies, and this database's
+ *		installation).  The only module that runs SQL against them.
  */
 #ifndef PCAR_KEY_STORE_H
 #define PCAR_KEY_STORE_H

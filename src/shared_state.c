@@ -2,10 +2,12 @@
  * shared_state.c
  *		Shared memory of pgcrypt_at_rest.
  *
- * Locking: one LWLock protects the whole structure.  It is held only to
- * find or change a slot, never across a transaction, I/O or a wait.
- * Counts are added with atomics after the slot is found, so the per-row
- * path of encrypt() (which batches its counts anyway) never waits long.
+ * Locking: one LWLock protects the whole structure, every access to it
+ * included (the counters are atomics, but they are only read and written
+ * under the lock).  It is held only to find or change a slot, never across
+ * a transaction, I/O or a wait.  The per-row path of encrypt() takes no
+ * lock: a backend batches its counts and adds them under the lock only
+ * every 1,024 encryptions of a key, or when its transaction ends.
  */
 #include "postgres.h"
 
@@ -30,7 +32,7 @@ typedef struct WorkerSlot
 	Oid			dboid;			/* InvalidOid: free */
 	pid_t		pid;			/* 0: no worker running */
 	Latch	   *latch;
-	TimestampTz last_start;		/* when a stop was last requested */
+	TimestampTz stop_requested_at;
 	bool		stop_requested;
 } WorkerSlot;
 
@@ -269,7 +271,7 @@ pcar_shared_stop_worker(Oid dboid, int timeout_ms)
 		if (slot != NULL)
 		{
 			slot->stop_requested = true;
-			slot->last_start = GetCurrentTimestamp();
+			slot->stop_requested_at = GetCurrentTimestamp();
 			pid = slot->pid;
 		}
 		LWLockRelease(shared->lock);
@@ -293,7 +295,7 @@ pcar_shared_clear_stale_stop_requests(TimestampTz now, int naptime_ms)
 		WorkerSlot *slot = &shared->slots[i];
 
 		if (slot->stop_requested &&
-			TimestampDifferenceExceeds(slot->last_start, now, naptime_ms))
+			TimestampDifferenceExceeds(slot->stop_requested_at, now, naptime_ms))
 		{
 			slot->stop_requested = false;
 			if (slot->pid == 0)

@@ -10,18 +10,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use PcarTestUtils;
 
 my $keydir = PostgreSQL::Test::Utils::tempdir;
-
-# 32 random bytes: the raw secret.
-sub random_secret
-{
-	open(my $fh, '<:raw', '/dev/urandom') or die "could not open /dev/urandom: $!";
-	my $n = read($fh, my $bytes, 32);
-	close $fh;
-	die "short read from /dev/urandom" unless defined $n && $n == 32;
-	return $bytes;
-}
 
 sub write_file_with_mode
 {
@@ -39,7 +32,7 @@ my @secrets;
 sub new_secret_file
 {
 	my ($path, $mode, $newline) = @_;
-	my $raw = random_secret();
+	my $raw = random_bytes(32);
 	push @secrets, $raw;
 	write_file_with_mode($path, unpack('H*', $raw) . ($newline ? "\n" : ''),
 		$mode);
@@ -215,7 +208,7 @@ unlink $inside or die "could not remove \"$inside\": $!";
 
 # 62 hex characters.
 my $short = "$keydir/short.key";
-write_file_with_mode($short, substr(unpack('H*', random_secret()), 0, 62) . "\n",
+write_file_with_mode($short, substr(unpack('H*', random_bytes(32)), 0, 62) . "\n",
 	0600);
 set_secret_conf(file => $short);
 $offset = restart_node();
@@ -226,7 +219,7 @@ check_refused('62 hex characters', $offset,
 # 64 characters, not all hex.
 my $nonhex = "$keydir/nonhex.key";
 write_file_with_mode($nonhex,
-	substr(unpack('H*', random_secret()), 0, 63) . "g\n", 0600);
+	substr(unpack('H*', random_bytes(32)), 0, 63) . "g\n", 0600);
 set_secret_conf(file => $nonhex);
 $offset = restart_node();
 check_refused('non-hex content', $offset,

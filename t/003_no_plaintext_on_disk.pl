@@ -11,16 +11,9 @@ use File::Find;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-
-sub random_bytes
-{
-	my ($n) = @_;
-	open(my $fh, '<:raw', '/dev/urandom') or die "could not open /dev/urandom: $!";
-	my $got = read($fh, my $bytes, $n);
-	close $fh;
-	die "short read from /dev/urandom" unless defined $got && $got == $n;
-	return $bytes;
-}
+use FindBin;
+use lib $FindBin::RealBin;
+use PcarTestUtils;
 
 # A random upper-case word, distinctive per run.
 sub random_word
@@ -30,15 +23,9 @@ sub random_word
 	  random_bytes($len);
 }
 
-my $secret = random_bytes(32);
-my $secret_hex = unpack('H*', $secret);
-
-my $keydir = PostgreSQL::Test::Utils::tempdir;
-my $keyfile = "$keydir/server.key";
-open(my $kfh, '>', $keyfile) or die "could not write \"$keyfile\": $!";
-print $kfh $secret_hex, "\n";
-close $kfh or die "could not close \"$keyfile\": $!";
-chmod(0600, $keyfile) or die "could not chmod \"$keyfile\": $!";
+my $keyfile = write_secret_file(PostgreSQL::Test::Utils::tempdir . '/server.key');
+(my $secret_hex = slurp_file($keyfile)) =~ s/\n\z//;
+my $secret = pack('H*', $secret_hex);
 
 # Each marker is sent to the server only as two halves concatenated by SQL,
 # so the whole marker exists only in values the server builds.
@@ -47,13 +34,7 @@ my $marker = $secret_a . $secret_b;
 my ($control_a, $control_b) = ('CTL' . random_word(8), random_word(8) . 'PLN');
 my $control = $control_a . $control_b;
 
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'pgcrypt_at_rest'
-pgcrypt_at_rest.server_key_file = '$keyfile'
-});
+my ($node) = preloaded_node('main', keyfile => $keyfile);
 $node->start;
 
 my $datadir = $node->data_dir;

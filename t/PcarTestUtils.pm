@@ -21,7 +21,19 @@ use PostgreSQL::Test::Utils;
 use Test::More ();
 use Time::HiRes qw(usleep);
 
-our @EXPORT = qw(write_secret_file preloaded_node wait_for);
+our @EXPORT = qw(random_bytes write_secret_file preloaded_node wait_for);
+
+# $n bytes from /dev/urandom.
+sub random_bytes
+{
+	my ($n) = @_;
+	open(my $rnd, '<:raw', '/dev/urandom')
+	  or die "could not open /dev/urandom: $!";
+	my $got = read($rnd, my $bytes, $n);
+	close $rnd;
+	die "short read from /dev/urandom" unless defined $got && $got == $n;
+	return $bytes;
+}
 
 # Writes a fresh random server secret to $path: 32 bytes from /dev/urandom as
 # 64 lower-case hexadecimal characters and a newline, mode 0600.  Returns
@@ -29,11 +41,7 @@ our @EXPORT = qw(write_secret_file preloaded_node wait_for);
 sub write_secret_file
 {
 	my ($path) = @_;
-	open(my $rnd, '<:raw', '/dev/urandom')
-	  or die "could not open /dev/urandom: $!";
-	my $n = read($rnd, my $secret, 32);
-	close $rnd;
-	die "short read from /dev/urandom" unless defined $n && $n == 32;
+	my $secret = random_bytes(32);
 	open(my $fh, '>', $path) or die "could not write \"$path\": $!";
 	print $fh unpack('H*', $secret), "\n";
 	close $fh or die "could not close \"$path\": $!";
@@ -66,7 +74,9 @@ sub preloaded_node
 # Polls $node until $sql in database $db prints $expected with nothing on
 # stderr, every 0.2 s for at most $seconds.  Returns 1 if it did; otherwise
 # shows the query, what was expected and the last output, and returns 0.
-# $what names what is waited for.
+# $what names what is waited for.  Unlike PostgreSQL::Test::Cluster's
+# poll_query_until, each call sets its own timeout, and a query that fails
+# (a function not created yet, say) is waited out rather than reported.
 sub wait_for
 {
 	my ($node, $db, $sql, $expected, $seconds, $what) = @_;
