@@ -188,12 +188,11 @@ pcar_context_lookup(Oid relid, AttrNumber attnum, bool *stale)
 	if (SPI_processed > 0)
 	{
 		bool		isnull;
-		Oid			declared_for = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-																  SPI_tuptable->tupdesc, 2, &isnull));
+		Oid			declared_for = DatumGetObjectId(pcar_spi_datum(0, 2, &isnull));
 
 		if (declared_for == owner)
 			expression = MemoryContextStrdup(session.caller_context,
-											 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+											 pcar_spi_text(0, 1));
 		else
 			*stale = true;
 	}

@@ -45,16 +45,14 @@ pcar_encrypted_columns(int *ncolumns)
 	*ncolumns = 0;
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
 		PcarColumn *column = &columns[*ncolumns];
 		bool		isnull;
 
-		column->relid = DatumGetObjectId(SPI_getbinval(tuple, desc, 1, &isnull));
-		column->attnum = DatumGetInt16(SPI_getbinval(tuple, desc, 2, &isnull));
-		column->typid = DatumGetObjectId(SPI_getbinval(tuple, desc, 3, &isnull));
-		column->relkind = DatumGetChar(SPI_getbinval(tuple, desc, 4, &isnull));
-		column->relpersistence = DatumGetChar(SPI_getbinval(tuple, desc, 5, &isnull));
+		column->relid = DatumGetObjectId(pcar_spi_datum(i, 1, &isnull));
+		column->attnum = DatumGetInt16(pcar_spi_datum(i, 2, &isnull));
+		column->typid = DatumGetObjectId(pcar_spi_datum(i, 3, &isnull));
+		column->relkind = DatumGetChar(pcar_spi_datum(i, 4, &isnull));
+		column->relpersistence = DatumGetChar(pcar_spi_datum(i, 5, &isnull));
 		column->holding = pcar_type_holding(walk, column->typid);
 		if (column->holding != PCAR_HOLDS_NOTHING)
 			(*ncolumns)++;

@@ -94,14 +94,12 @@ pcar_store_fetch_key(int32 key_id, PcarStoredKey *key)
 	found = SPI_processed == 1;
 	if (found)
 	{
-		HeapTuple	tuple = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		char	   *destroyed_at = SPI_getvalue(tuple, desc, 3);
+		char	   *destroyed_at = pcar_spi_text(0, 3);
 		Datum		sealed;
 
 		key->key_id = key_id;
-		strlcpy(key->keyring, SPI_getvalue(tuple, desc, 1), sizeof(key->keyring));
-		status = SPI_getvalue(tuple, desc, 2);
+		strlcpy(key->keyring, pcar_spi_text(0, 1), sizeof(key->keyring));
+		status = pcar_spi_text(0, 2);
 		if (strcmp(status, "active") == 0)
 			key->status = PCAR_KEY_ACTIVE;
 		else if (strcmp(status, "deprecated") == 0)
@@ -365,8 +363,7 @@ select_int_list(const char *sql, int nargs, Oid *types, Datum *values)
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
-		int32		value = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
-														SPI_tuptable->tupdesc, 1, &isnull));
+		int32		value = DatumGetInt32(pcar_spi_datum(i, 1, &isnull));
 		MemoryContext old = MemoryContextSwitchTo(session.caller_context);
 
 		result = lappend_int(result, value);
@@ -442,7 +439,7 @@ pcar_store_set_drained(int32 key_id, bool drained, int grace_seconds)
 	{
 		bool		isnull;
 
-		due = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
+		due = DatumGetBool(pcar_spi_datum(0, 1, &isnull)) &&
 			!isnull;
 	}
 	pcar_spi_end(&session);
@@ -485,9 +482,9 @@ pcar_store_deprecate_key(int32 key_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("key %d does not exist", key_id)));
-	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	status = pcar_spi_text(0, 1);
 	keyring = MemoryContextStrdup(session.caller_context,
-								  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+								  pcar_spi_text(0, 2));
 	if (strcmp(status, "destroyed") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -563,7 +560,7 @@ pcar_store_keyrings_due(void)
 	{
 		MemoryContext old = MemoryContextSwitchTo(session.caller_context);
 
-		names = lappend(names, pstrdup(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1)));
+		names = lappend(names, pstrdup(pcar_spi_text(i, 1)));
 		MemoryContextSwitchTo(old);
 	}
 	pcar_spi_end(&session);
@@ -584,7 +581,7 @@ pcar_store_destruction_hold(int32 key_id)
 					 SPI_OK_SELECT, 1, types, values);
 	if (SPI_processed == 1)
 	{
-		char	   *text = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		char	   *text = pcar_spi_text(0, 1);
 
 		if (text != NULL)
 			hold = MemoryContextStrdup(session.caller_context, text);
