@@ -35,7 +35,7 @@ OBJS = \
 
 EXTENSION = pgcrypt_at_rest
 DATA = sql/pgcrypt_at_rest--1.0.sql sql/pgcrypt_at_rest--1.0--1.1.sql \
-	sql/pgcrypt_at_rest--1.1--1.2.sql
+	sql/pgcrypt_at_rest--1.1--1.2.sql sql/pgcrypt_at_rest--1.2--1.3.sql
 PGFILEDESC = "pgcrypt_at_rest - encrypted columns with sealed, rotating data keys"
 
 REGRESS = type_io keyring encrypt_decrypt errors rotation nested_values upgrade
