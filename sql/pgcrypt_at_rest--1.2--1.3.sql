@@ -9,3 +9,99 @@
 ------------------------------------------------------------------------------
 -- The worker: per-table failures, waiting databases
 ------------------------------------------------------------------------------
+
+-- A table whose batches fail (its owner's code errs or runs past
+-- worker_statement_timeout, it stays locked past worker_lock_timeout) waits
+-- before it is tried again, longer after each failure, while every other
+-- table goes on.  Rotation state, like rotation_pass: not dumped.
+CREATE TABLE pgcrypt_at_rest.rotation_failure (
+	relid oid PRIMARY KEY,
+	failures integer NOT NULL,
+	last_error text NOT NULL,
+	first_failed_at timestamptz NOT NULL DEFAULT now(),
+	last_failed_at timestamptz NOT NULL DEFAULT now(),
+	retry_after timestamptz NOT NULL
+);
+REVOKE ALL ON pgcrypt_at_rest.rotation_failure FROM PUBLIC;
+
+COMMENT ON TABLE pgcrypt_at_rest.rotation_failure IS
+	'tables whose re-encryption failed, and when the worker tries them again';
+
+-- Every database's place in the worker pool (cluster-wide, from shared
+-- memory).  Its columns are the view's: a record, so that \df stays short.
+CREATE FUNCTION pgcrypt_at_rest._worker_databases()
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'pcar_worker_databases'
+LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+
+REVOKE ALL ON FUNCTION pgcrypt_at_rest._worker_databases() FROM PUBLIC;
+
+CREATE VIEW pgcrypt_at_rest.rotation_workers AS
+	SELECT d.datname AS database,
+		   w.state,
+		   w.pid,
+		   w.work_signalled,
+		   w.waiting_since,
+		   w.last_visit_started_at,
+		   w.last_visit_ended_at
+	  FROM pgcrypt_at_rest._worker_databases()
+		   AS w(database_oid oid, pid integer, state text, work_signalled boolean,
+				waiting_since timestamptz, last_visit_started_at timestamptz,
+				last_visit_ended_at timestamptz)
+	  JOIN pg_catalog.pg_database d ON d.oid = w.database_oid;
+
+COMMENT ON VIEW pgcrypt_at_rest.rotation_workers IS
+	'every database the launcher serves: running, waiting for a worker (and since when), or idle';
+
+------------------------------------------------------------------------------
+-- Views
+------------------------------------------------------------------------------
+
+CREATE OR REPLACE VIEW pgcrypt_at_rest.rotation_status AS
+	SELECT k.id AS key_id,
+		   r.name AS keyring,
+		   p.relid::regclass AS table_name,
+		   a.attname AS column_name,
+		   p.remaining,
+		   p.reencrypted,
+		   p.unrotatable,
+		   p.unrotatable_reason,
+		   coalesce(p.started_at, k.deprecated_at) AS started_at,
+		   p.counted_at,
+		   p.last_batch_at,
+		   p.last_error,
+		   p.last_error_at,
+		   k.drained_at,
+		   pgcrypt_at_rest._destruction_hold(k.installation) AS destruction_held,
+		   f.failures AS table_failures,
+		   f.retry_after AS table_retry_after
+	  FROM pgcrypt_at_rest.data_key k
+	  JOIN pgcrypt_at_rest.keyring r ON r.id = k.keyring_id
+	  LEFT JOIN pgcrypt_at_rest.rotation_progress p
+		ON p.key_id = k.id AND (p.remaining > 0 OR p.reencrypted > 0 OR p.last_error IS NOT NULL)
+	  LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = p.relid AND a.attnum = p.attnum
+	  LEFT JOIN pgcrypt_at_rest.rotation_failure f ON f.relid = p.relid
+	 WHERE k.status = 'deprecated';
+
+-- A policy that is due but waits for an earlier key still being drained says which.
+CREATE OR REPLACE VIEW pgcrypt_at_rest.keyrings AS
+	SELECT r.name,
+		   k.id AS active_key_id,
+		   (SELECT count(*) FROM pgcrypt_at_rest.data_key d
+			 WHERE d.keyring_id = r.id AND d.status = 'deprecated') AS deprecated_keys,
+		   r.created_at,
+		   r.rotate_after,
+		   r.max_encryptions,
+		   due.policy_due,
+		   CASE WHEN due.policy_due THEN
+			 (SELECT min(d.id) FROM pgcrypt_at_rest.data_key d
+			   WHERE d.keyring_id = r.id AND d.status = 'deprecated' AND d.drained_at IS NULL)
+		   END AS policy_waits_for_key
+	  FROM pgcrypt_at_rest.keyring r
+	  LEFT JOIN pgcrypt_at_rest.data_key k ON k.keyring_id = r.id AND k.status = 'active'
+	  CROSS JOIN LATERAL (SELECT coalesce(k.created_at + r.rotate_after <= now(), false)
+								 OR coalesce(k.encryptions >= r.max_encryptions, false)
+								 AS policy_due) due;
+
+COMMENT ON VIEW pgcrypt_at_rest.keyrings IS
+	'keyrings, their active key, and whether their rotation policy is due or waits for a key still draining';

@@ -28,6 +28,15 @@ SELECT keyring, status, encryptions, drained_at, restored FROM pgcrypt_at_rest.k
 -- owners are roles now; a declaration for a role that is gone could never run again
 SELECT table_name, pg_typeof(table_owner), table_owner = current_user::regrole AS declared_for_me
   FROM pgcrypt_at_rest.column_context;
+-- 1.2 waits for 1.3's objects before anything rotates
+SELECT pgcrypt_at_rest.drain() AS reencrypted;
+ALTER EXTENSION pgcrypt_at_rest UPDATE TO '1.3';
+SELECT extversion FROM pg_extension WHERE extname = 'pgcrypt_at_rest';
+-- policies say when they are due and what they wait for
+SELECT pgcrypt_at_rest.alter_keyring('old', '1 second', NULL);
+SELECT pg_sleep(1.1);
+SELECT name, policy_due, policy_waits_for_key IS NOT NULL AS policy_waits FROM pgcrypt_at_rest.keyrings;
+SELECT pgcrypt_at_rest.alter_keyring('old', NULL, NULL);
 SELECT pgcrypt_at_rest.drain() AS reencrypted;
 SELECT pgcrypt_at_rest.destroy_drained_keys() AS destroyed;
 SELECT status FROM pgcrypt_at_rest.keys ORDER BY key_id;

@@ -45,6 +45,8 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/lsyscache.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include "ciphertext.h"
@@ -487,12 +489,14 @@ rewrite_rows(Relation rel, AttrNumber attnum, Oid typid, const char *expression,
 
 /*
  * One batch on one column, from the row after *position; returns the number
- * of rows found, and moves *position to the last one.  Sets *busy, without
- * waiting, when another session holds a lock that keeps us out of the table.
+ * of rows found, and moves *position to the last one.  In the worker, sets
+ * *busy without waiting when another session holds a lock that keeps us out
+ * of the table.  The table's owner's code runs for at most the state's
+ * statement timeout.
  */
 static uint64
-reencrypt_batch(const PcarColumn *column, ItemPointer position, DrainKey *keys, int nkeys,
-				bool wait, bool *busy)
+reencrypt_batch(const PcarDrainState *state, const PcarColumn *column, ItemPointer position,
+				DrainKey *keys, int nkeys, bool *busy)
 {
 	int32	   *usable_ids = palloc(sizeof(int32) * Max(nkeys, 1));
 	int			nusable = 0;
@@ -514,7 +518,7 @@ reencrypt_batch(const PcarColumn *column, ItemPointer position, DrainKey *keys, 
 	if (nusable == 0)
 		return 0;
 
-	if (wait)
+	if (!state->in_worker)
 		LockRelationOid(column->relid, RowExclusiveLock);
 	else if (!ConditionalLockRelationOid(column->relid, RowExclusiveLock))
 	{
@@ -534,11 +538,16 @@ reencrypt_batch(const PcarColumn *column, ItemPointer position, DrainKey *keys, 
 	typid = att->atttypid;
 
 	expression = pcar_context_lookup(column->relid, column->attnum, &stale_context);
+	/*
+	 * A value that does not authenticate was bound to another context, or
+	 * forged or damaged: the two look the same, so the key stays, and the
+	 * reason names both and the way out.
+	 */
 	row.failure_reason = expression ?
-		"could not decrypt with the declared context" :
+		"does not authenticate with the declared context: bound to another context, or forged or damaged; pgcrypt_at_rest.rows_under_key() lists them, pgcrypt_at_rest.destroy_key() destroys the key anyway" :
 		stale_context ?
 		"the column's context was declared when the table had another owner: declare it again with pgcrypt_at_rest.set_column_context()" :
-		"could not decrypt without a context: declare the column's context with pgcrypt_at_rest.set_column_context()";
+		"does not authenticate without a context: bound to a context the column does not declare (declare it with pgcrypt_at_rest.set_column_context()), or forged or damaged; pgcrypt_at_rest.rows_under_key() lists them, pgcrypt_at_rest.destroy_key() destroys the key anyway";
 
 	/* from here on, everything runs as the table's owner */
 	pcar_as_role_begin(&r, rel->rd_rel->relowner);
@@ -546,33 +555,22 @@ reencrypt_batch(const PcarColumn *column, ItemPointer position, DrainKey *keys, 
 	rows = find_rows(rel, column->attnum, typid, position, usable_ids, nusable, snapshot, &nrows);
 	if (nrows > 0)
 	{
-		MemoryContext caller = CurrentMemoryContext;
-
-		/*
-		 * The owner's code may fail.  Its error is the table's, reported with
-		 * the table's name and without its detail: a failing CHECK's detail
-		 * holds the row, which whoever called drain() may not read.
-		 */
+		/* a timer, not a setting: the owner's code cannot lift it */
+		if (state->statement_timeout_ms > 0)
+			enable_timeout_after(STATEMENT_TIMEOUT, state->statement_timeout_ms);
 		PG_TRY();
 		{
 			rewrite_rows(rel, column->attnum, typid, expression, rows, nrows, &row, snapshot);
 		}
 		PG_CATCH();
 		{
-			ErrorData  *error;
-
-			MemoryContextSwitchTo(caller);
-			error = CopyErrorData();
-			FlushErrorState();
-			ereport(ERROR,
-					(errcode(error->sqlerrcode),
-					 errmsg("could not re-encrypt table \"%s\": %s",
-							RelationGetRelationName(rel), error->message),
-					 /* the owner's own hint is the owner's text: not passed on */
-					 refused_here(error) && error->hint ? errhint("%s", error->hint) :
-					 errhint("The table's own code (a constraint, an index expression, a generated column or its context expression) failed as its owner; values it holds stay under their key until it succeeds.")));
+			if (state->statement_timeout_ms > 0)
+				disable_timeout(STATEMENT_TIMEOUT, false);
+			PG_RE_THROW();
 		}
 		PG_END_TRY();
+		if (state->statement_timeout_ms > 0)
+			disable_timeout(STATEMENT_TIMEOUT, false);
 		*position = rows[nrows - 1];
 	}
 	UnregisterSnapshot(snapshot);
@@ -584,15 +582,70 @@ reencrypt_batch(const PcarColumn *column, ItemPointer position, DrainKey *keys, 
 /*
  * One drainer at a time per database, until its transaction ends: the
  * worker's batches and drain() would otherwise collide on rotation_pass
- * while holding locks on user rows.
+ * while holding locks on user rows.  A user lock (shown as "userlock" in
+ * pg_locks), which no SQL function can take: an advisory lock could be
+ * taken by any role, and would stop rotation.
  */
 static bool
 lock_drain(bool wait)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0x70636172, 1, 2);
+	tag.locktag_field1 = MyDatabaseId;
+	tag.locktag_field2 = 0x70636172;	/* "pcar" */
+	tag.locktag_field3 = 0;
+	tag.locktag_field4 = 1;
+	tag.locktag_type = LOCKTAG_USERLOCK;
+	tag.locktag_lockmethodid = USER_LOCKMETHOD;
 	return LockAcquire(&tag, ExclusiveLock, false, !wait) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/*
+ * Reports a batch's failure on a table: to the log in the worker (unless
+ * the same failure was logged recently), as a WARNING to drain()'s caller.
+ * Without the error's detail: a failing CHECK's detail holds the row, which
+ * whoever reads the log or called drain() may not read.  Nor the owner's
+ * own hint, which is the owner's text.
+ */
+static char *
+report_table_failure(const PcarDrainState *state, Oid relid, const ErrorData *error)
+{
+	char	   *name = get_rel_name(relid);
+	char	   *message = psprintf("could not re-encrypt table \"%s\": %s",
+								   name ? name : "(dropped)", error->message);
+	const char *hint;
+	bool		report;
+
+	if (refused_here(error) && error->hint)
+		hint = error->hint;
+	else if (error->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+		hint = "Another session kept the table locked; it is tried again later.";
+	else if (error->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		hint = "The table's own code (a constraint, an index expression, a generated column or its context expression) ran longer than pgcrypt_at_rest.worker_statement_timeout; it is tried again later.";
+	else
+		hint = "The table's own code (a constraint, an index expression, a generated column or its context expression) failed as its owner; values it holds stay under their key until it succeeds.";
+
+	report = pcar_failure_record(relid, message, state->naptime_seconds);
+	if (!state->in_worker || report)
+		ereport(state->in_worker ? LOG : WARNING,
+				(errcode(error->sqlerrcode),
+				 errmsg("%s", message),
+				 errhint("%s", hint)));
+	return message;
+}
+
+/* Whether the table's batches failed before and it is not due again yet. */
+static bool
+backing_off(const PcarDrainState *state, List *backing_off_relids, Oid relid)
+{
+	return state->in_worker && list_member_oid(backing_off_relids, relid);
+}
+
+/* The first column of the next table after column c, or ncolumns. */
+static int
+next_table(const PcarColumn *columns, int ncolumns, int c)
+{
+	return c + columns_of_table(columns, ncolumns, c);
 }
 
 void
@@ -602,9 +655,64 @@ pcar_drain_state_init(PcarDrainState *state, MemoryContext context)
 	state->context = context;
 }
 
-void
-pcar_drain_batch(PcarDrainState *state, PcarDrainResult *result, List *exclude_keys, bool wait)
+/*
+ * One batch on a table in a subtransaction of its own: true if it went
+ * through; if not, nothing it did is left, and the failure is the table's
+ * (recorded and reported, the pass goes on).  In drain(), a cancel (the
+ * caller's, or their statement_timeout) ends the whole call.
+ */
+static bool
+batch_on_table(const PcarDrainState *state, const PcarColumn *column, ItemPointer position,
+			   DrainKey *keys, int nkeys, bool *busy, uint64 *nrows)
 {
+	MemoryContext context = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(context);
+	PG_TRY();
+	{
+		*nrows = reencrypt_batch(state, column, position, keys, nkeys, busy);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *error;
+		char	   *message;
+
+		MemoryContextSwitchTo(context);
+		error = CopyErrorData();
+		if (!state->in_worker && error->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(context);
+		CurrentResourceOwner = owner;
+
+		/* what the batch did is undone */
+		for (int k = 0; k < nkeys; k++)
+		{
+			keys[k].reencrypted = 0;
+			keys[k].failed = 0;
+			keys[k].failure_reason = NULL;
+		}
+		message = report_table_failure(state, column->relid, error);
+		note_on_keys(column->relid, column->attnum, keys, nkeys, message);
+		FreeErrorData(error);
+		*nrows = 0;
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(context);
+	CurrentResourceOwner = owner;
+	return ok;
+}
+
+void
+pcar_drain_batch(PcarDrainState *state, PcarDrainResult *result, List *exclude_keys)
+{
+	bool		wait = !state->in_worker;
 	int			nkeys;
 	DrainKey   *keys;
 	int			ncolumns;
@@ -612,6 +720,8 @@ pcar_drain_batch(PcarDrainState *state, PcarDrainResult *result, List *exclude_k
 	PcarPassCursor cursor;
 	int			c;
 	uint8	   *key_buffer;
+	List	   *backing_off_relids = NIL;
+	List	   *failing_relids;
 
 	result->pass_running = false;
 	result->reencrypted = 0;
@@ -640,13 +750,19 @@ pcar_drain_batch(PcarDrainState *state, PcarDrainResult *result, List *exclude_k
 	columns = columns_of_pass(state,
 							  cursor.exists ? cursor.started_at : GetCurrentTransactionStartTimestamp(),
 							  &ncolumns);
+	failing_relids = pcar_failing_tables(&backing_off_relids);
 	key_buffer = open_drain_keys(keys, nkeys);
 	PG_TRY();
 	{
 		if (!cursor.exists)
 		{
+			Oid		   *relids = palloc(sizeof(Oid) * Max(ncolumns, 1));
+
 			/* a new pass: count what there is to do, start at the first column */
 			record_counts(columns, ncolumns, keys, nkeys, false, wait, NULL);
+			for (int i = 0; i < ncolumns; i++)
+				relids[i] = columns[i].relid;
+			pcar_failures_forget_except(relids, ncolumns);
 			cursor.exists = true;
 			cursor.relid = ncolumns > 0 ? columns[0].relid : InvalidOid;
 			cursor.attnum = ncolumns > 0 ? columns[0].attnum : 0;
@@ -667,36 +783,46 @@ pcar_drain_batch(PcarDrainState *state, PcarDrainResult *result, List *exclude_k
 			ItemPointerData position = cursor.after;
 			uint64		nrows = 0;
 			bool		busy = false;
+			int			next = c + 1;
 
 			/* before any work: an error from here on is this column's */
 			state->relid = columns[c].relid;
 			state->attnum = columns[c].attnum;
+			if (backing_off(state, backing_off_relids, columns[c].relid))
+				next = next_table(columns, ncolumns, c);	/* tried again once its wait is over */
 			/* materialized views are counted, not rewritten: REFRESH renews them */
-			if (columns[c].relkind == RELKIND_RELATION)
-				nrows = reencrypt_batch(&columns[c], &position, keys, nkeys, wait, &busy);
-			record_batch(&columns[c], keys, nkeys);
-			/* the pass goes on; its count at the end finds what was left */
-			if (busy)
-				note_on_keys(columns[c].relid, columns[c].attnum, keys, nkeys,
-							 "the table was locked by another transaction: retried at the next pass");
-			for (int k = 0; k < nkeys; k++)
-				result->reencrypted += keys[k].reencrypted;
-
-			if (nrows >= (uint64) pcar_rotation_batch_size)
+			else if (columns[c].relkind == RELKIND_RELATION &&
+					 !batch_on_table(state, &columns[c], &position, keys, nkeys, &busy, &nrows))
+				next = next_table(columns, ncolumns, c);	/* the rest of the table waits too */
+			else
 			{
+				record_batch(&columns[c], keys, nkeys);
+				/* the pass goes on; its count at the end finds what was left */
+				if (busy)
+					note_on_keys(columns[c].relid, columns[c].attnum, keys, nkeys,
+								 "the table was locked by another transaction: retried at the next pass");
+				else if (list_member_oid(failing_relids, columns[c].relid))
+					pcar_failure_forget(columns[c].relid);
+				for (int k = 0; k < nkeys; k++)
+					result->reencrypted += keys[k].reencrypted;
 				/* more on this column: resume after the last row seen */
+				if (nrows >= (uint64) pcar_rotation_batch_size)
+					next = c;
+			}
+
+			if (next == c)
+			{
 				cursor.relid = columns[c].relid;
 				cursor.attnum = columns[c].attnum;
 				cursor.after = position;
 			}
-			else if (c + 1 < ncolumns)
+			else if (next < ncolumns)
 			{
-				cursor.relid = columns[c + 1].relid;
-				cursor.attnum = columns[c + 1].attnum;
+				cursor.relid = columns[next].relid;
+				cursor.attnum = columns[next].attnum;
 				ItemPointerSet(&cursor.after, 0, 0);
 			}
-			else
-				c = ncolumns;	/* that was the last column */
+			c = next;
 		}
 
 		if (c >= ncolumns)

@@ -30,6 +30,16 @@ typedef struct PcarDrainState
 	TimestampTz pass_columns_for;	/* the pass they belong to */
 	Oid			relid;			/* the column a batch is working on, or InvalidOid */
 	AttrNumber	attnum;
+
+	/*
+	 * The worker (in_worker) never waits for a user's lock, bounds the
+	 * table owner's code by statement_timeout_ms, leaves a failing table
+	 * alone until its backoff is over, and logs failures (rate-limited);
+	 * drain() waits, tries every table, and warns.
+	 */
+	bool		in_worker;
+	int			statement_timeout_ms;	/* 0: none */
+	int			naptime_seconds;	/* the backoff's unit */
 } PcarDrainState;
 
 extern void pcar_drain_state_init(PcarDrainState *state, MemoryContext context);
@@ -37,12 +47,13 @@ extern void pcar_drain_state_init(PcarDrainState *state, MemoryContext context);
 /*
  * Runs one batch of the current pass (starting a pass if none is under
  * way), in the caller's transaction.  Keys in exclude_keys are left alone.
- * Without wait, returns at once (pass_running set) if another transaction
+ * In the worker, returns at once (pass_running set) if another transaction
  * is draining this database, and skips a table another session keeps
- * locked (the pass does not drain its keys).
+ * locked (the pass does not drain its keys).  A batch that fails on a table
+ * is rolled back alone: the failure is recorded (rotation_failure,
+ * rotation_status) and the pass moves on to the next table.
  */
-extern void pcar_drain_batch(PcarDrainState *state, PcarDrainResult *result, List *exclude_keys,
-							 bool wait);
+extern void pcar_drain_batch(PcarDrainState *state, PcarDrainResult *result, List *exclude_keys);
 
 /*
  * After a batch's transaction aborted, in a new one: notes the error on the

@@ -21,6 +21,9 @@ int			pcar_worker_naptime = 60;
 int			pcar_rotation_batch_size = 500;
 int			pcar_rotation_delay = 100;
 int			pcar_destroy_grace = 7 * 24 * 60 * 60;
+int			pcar_max_workers = 3;
+int			pcar_worker_statement_timeout = 60 * 1000;
+int			pcar_worker_lock_timeout = 5 * 1000;
 
 void
 pcar_define_gucs(void)
@@ -86,6 +89,33 @@ pcar_define_gucs(void)
 							7 * 24 * 60 * 60, 0, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pgcrypt_at_rest.max_workers",
+							"How many rotation workers run at once, across all databases.",
+							"Each serves one database at a time; databases with signalled work go first, and every database is visited in turn.",
+							&pcar_max_workers,
+							3, 1, 1024,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pgcrypt_at_rest.worker_statement_timeout",
+							"How long a table's own code may run in one re-encryption batch.",
+							"Its constraints, index expressions, generated columns and context expression; past it, the batch fails and the table is tried again later.",
+							&pcar_worker_statement_timeout,
+							60 * 1000, 1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pgcrypt_at_rest.worker_lock_timeout",
+							"How long a rotation worker waits for a lock another session holds.",
+							"Past it, the step fails and is tried again later; tables an application keeps locked are skipped without waiting.",
+							&pcar_worker_lock_timeout,
+							5 * 1000, 1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("pgcrypt_at_rest");

@@ -12,6 +12,9 @@ extern int	pcar_worker_naptime;		/* seconds */
 extern int	pcar_rotation_batch_size;	/* rows */
 extern int	pcar_rotation_delay;		/* milliseconds */
 extern int	pcar_destroy_grace;		/* seconds */
+extern int	pcar_max_workers;
+extern int	pcar_worker_statement_timeout;	/* milliseconds */
+extern int	pcar_worker_lock_timeout;	/* milliseconds */
 
 extern void pcar_define_gucs(void);
 

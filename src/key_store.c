@@ -41,7 +41,7 @@ bool
 pcar_store_schema_is_current(void)
 {
 	/* the newest table of the newest version */
-	return OidIsValid(pcar_extension_table_oid("installation", true));
+	return OidIsValid(pcar_extension_table_oid("rotation_failure", true));
 }
 
 void
@@ -276,8 +276,9 @@ pcar_store_create_keyring(const char *keyring)
 	return key_id;
 }
 
-int32
-pcar_store_rotate_keyring(const char *keyring)
+/* Rotates the keyring, or with only_if_due only if its policy is due: 0 if not. */
+static int32
+rotate_keyring(const char *keyring, bool only_if_due)
 {
 	PcarSpiSession session;
 	Oid			name_types[1] = {TEXTOID};
@@ -300,6 +301,23 @@ pcar_store_rotate_keyring(const char *keyring)
 				 errmsg("keyring \"%s\" does not exist", keyring),
 				 errhint("Create it with pgcrypt_at_rest.create_keyring().")));
 	keyring_id = DatumGetInt32(pcar_spi_datum(0, 1, &isnull));
+
+	/*
+	 * Asked again under the lock, with a new snapshot: a rotation that
+	 * committed while we waited for the lock has made the policy not due.
+	 */
+	if (only_if_due)
+	{
+		pcar_spi_execute("SELECT FROM " PCAR_SCHEMA ".keyrings"
+						 " WHERE name" PCAR_EQ "$1 AND policy_due AND policy_waits_for_key IS NULL",
+						 SPI_OK_SELECT, 1, name_types, name_values);
+		if (SPI_processed == 0)
+		{
+			pcar_spi_end(&session);
+			return 0;
+		}
+	}
+
 	id_values[0] = Int32GetDatum(keyring_id);
 	pcar_spi_execute("UPDATE " PCAR_SCHEMA ".data_key"
 				  " SET status = 'deprecated', deprecated_at = pg_catalog.now()"
@@ -308,6 +326,18 @@ pcar_store_rotate_keyring(const char *keyring)
 	key_id = add_active_key(keyring_id);
 	pcar_spi_end(&session);
 	return key_id;
+}
+
+int32
+pcar_store_rotate_keyring(const char *keyring)
+{
+	return rotate_keyring(keyring, false);
+}
+
+int32
+pcar_store_rotate_keyring_if_due(const char *keyring)
+{
+	return rotate_keyring(keyring, true);
 }
 
 /*
@@ -540,21 +570,12 @@ pcar_store_keyrings_due(void)
 	List	   *names = NIL;
 
 	pcar_spi_begin(&session);
-	pcar_spi_execute("SELECT r.name FROM " PCAR_SCHEMA ".keyring r"
-					 " JOIN " PCAR_SCHEMA ".data_key k"
-					 "   ON k.keyring_id" PCAR_EQ "r.id AND k.status" PCAR_EQ "'active'"
-					 " WHERE ((r.rotate_after IS NOT NULL AND k.created_at" PCAR_OP("+") ""
-					 "          r.rotate_after" PCAR_OP("<=") "pg_catalog.now())"
-					 "     OR (r.max_encryptions IS NOT NULL AND k.encryptions"
-					 "         " PCAR_OP(">=") "r.max_encryptions))"
-					 /*
-					  * Not while an earlier key still drains: its re-encryptions
-					  * count against the new key and could rotate again, forever.
-					  */
-					 "   AND NOT EXISTS (SELECT FROM " PCAR_SCHEMA ".data_key d"
-					 "     WHERE d.keyring_id" PCAR_EQ "r.id AND d.status" PCAR_EQ "'deprecated'"
-					 "       AND d.drained_at IS NULL)"
-					 " ORDER BY r.name",
+	/*
+	 * Not while an earlier key still drains (policy_waits_for_key): a policy
+	 * faster than the drain would pile up keys.
+	 */
+	pcar_spi_execute("SELECT name FROM " PCAR_SCHEMA ".keyrings"
+					 " WHERE policy_due AND policy_waits_for_key IS NULL ORDER BY name",
 					 SPI_OK_SELECT, 0, NULL, NULL);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -565,6 +586,28 @@ pcar_store_keyrings_due(void)
 	}
 	pcar_spi_end(&session);
 	return names;
+}
+
+List *
+pcar_store_policies_waiting(void)
+{
+	PcarSpiSession session;
+	List	   *waiting = NIL;
+
+	pcar_spi_begin(&session);
+	pcar_spi_execute("SELECT pg_catalog.format('keyring %I waits for key %s', name, policy_waits_for_key)"
+					 "  FROM " PCAR_SCHEMA ".keyrings"
+					 " WHERE policy_due AND policy_waits_for_key IS NOT NULL ORDER BY name",
+					 SPI_OK_SELECT, 0, NULL, NULL);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(session.caller_context);
+
+		waiting = lappend(waiting, pstrdup(pcar_spi_text(i, 1)));
+		MemoryContextSwitchTo(old);
+	}
+	pcar_spi_end(&session);
+	return waiting;
 }
 
 char *

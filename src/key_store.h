@@ -45,6 +45,8 @@ extern void pcar_report_unknown_keyring(void) pg_attribute_noreturn();
 
 extern int32 pcar_store_create_keyring(const char *keyring);
 extern int32 pcar_store_rotate_keyring(const char *keyring);
+/* For a policy: rotates only if still due once the keyring is locked; else 0. */
+extern int32 pcar_store_rotate_keyring_if_due(const char *keyring);
 
 /* Adds this server's public key to the servers table, if a secret is loaded. */
 extern void pcar_store_register_local_server(void);
@@ -84,6 +86,8 @@ extern void pcar_store_alter_keyring(const char *keyring, Datum rotate_after, bo
 									 int64 max_encryptions, bool max_encryptions_null);
 extern void pcar_store_add_encryptions(int32 key_id, int64 count);
 extern List *pcar_store_keyrings_due(void);
+/* "keyring K waits for key N" for each policy due that waits for a key still draining. */
+extern List *pcar_store_policies_waiting(void);
 
 /*
  * Why the key must not be destroyed whatever its count (Citus installed, or

@@ -1,12 +1,13 @@
 /*
  * launcher.c
- *		One launcher per cluster, connected to no database, starts a rotation
- *		worker in every database that accepts connections and is not a
- *		template.  A worker leaves at once where the extension is not
- *		installed; the launcher tries again a nap later, or at once when
- *		CREATE EXTENSION (or rotate_keyring) asks for it.  Which database has
- *		a running worker is kept in shared memory (shared_state.c), so a
- *		restarted launcher never starts a second one.
+ *		One launcher per cluster, connected to no database, runs a pool of at
+ *		most pgcrypt_at_rest.max_workers rotation workers over every database
+ *		that accepts connections and is not a template.  A worker leaves at
+ *		once where the extension is not installed; the launcher visits such a
+ *		database less and less often, and at once when CREATE EXTENSION (or
+ *		rotate_keyring) signals work there.  Which database has a worker,
+ *		and which waits for one, is kept in shared memory (shared_state.c),
+ *		so a restarted launcher never starts a second one.
  */
 #include "postgres.h"
 
@@ -41,54 +42,15 @@
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
-/*
- * When the launcher last started a worker for each database, in its own
- * memory: shared slots are only for running workers, so databases without
- * the extension (whose workers leave at once) never use one up.
- */
-typedef struct LastStart
+/* Workers the launcher registered, until they have ended. */
+typedef struct StartedWorker
 {
 	Oid			dboid;			/* hash key */
-	TimestampTz at;
-	int			naps;			/* wait this many naps before the next start */
-	bool		failure_logged;
-} LastStart;
+	BackgroundWorkerHandle *handle;
+} StartedWorker;
 
-static HTAB *last_starts = NULL;
-
-/*
- * A worker that is not running any more left (most often: no extension
- * there), so each start waits twice as long as the last, up to 16 naps;
- * CREATE EXTENSION asks for a start at once and resets it.
- */
-static LastStart *
-start_due(Oid dboid, TimestampTz now, int naptime_ms, bool force)
-{
-	LastStart  *entry;
-	bool		found;
-
-	if (last_starts == NULL)
-	{
-		HASHCTL		ctl;
-
-		ctl.keysize = sizeof(Oid);
-		ctl.entrysize = sizeof(LastStart);
-		last_starts = hash_create("pgcrypt_at_rest launcher starts", 64, &ctl,
-								  HASH_ELEM | HASH_BLOBS);
-	}
-	entry = hash_search(last_starts, &dboid, HASH_ENTER, &found);
-	if (!found || force)
-	{
-		entry->naps = 1;
-		entry->failure_logged = false;
-	}
-	else if (!TimestampDifferenceExceeds(entry->at, now, naptime_ms * entry->naps))
-		return NULL;
-	else if (entry->at != 0)
-		entry->naps = Min(entry->naps * 2, 16);
-	entry->at = now;
-	return entry;
-}
+static HTAB *started_workers = NULL;
+static bool no_slot_logged = false;
 
 static void
 register_launcher(void)
@@ -107,10 +69,14 @@ register_launcher(void)
 }
 
 static bool
-start_worker(Oid dboid, LastStart *entry)
+start_worker(Oid dboid)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
+	StartedWorker *entry;
+	bool		found;
+	bool		registered;
+	MemoryContext old;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -123,24 +89,49 @@ start_worker(Oid dboid, LastStart *entry)
 	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
 	worker.bgw_notify_pid = MyProcPid;
 
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	/* the handle outlives the loop's memory */
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	registered = RegisterDynamicBackgroundWorker(&worker, &handle);
+	MemoryContextSwitchTo(old);
+	if (!registered)
 	{
-		if (!entry->failure_logged)
+		if (!no_slot_logged)
 			ereport(LOG,
-					(errmsg("pgcrypt_at_rest could not start a rotation worker for database %u", dboid),
-					 errhint("Raise max_worker_processes: the launcher needs one per database with the extension.")));
-		entry->failure_logged = true;
-		entry->at = 0;			/* not started: due again next time */
-		entry->naps = 1;
+					(errmsg("pgcrypt_at_rest could not start a rotation worker: no background worker slot is free"),
+					 errdetail("Databases wait for a worker; pgcrypt_at_rest.rotation_workers shows which."),
+					 errhint("Raise max_worker_processes above pgcrypt_at_rest.max_workers plus what other background workers and parallel queries need.")));
+		no_slot_logged = true;
 		return false;
 	}
-	entry->failure_logged = false;
+	no_slot_logged = false;
+	entry = hash_search(started_workers, &dboid, HASH_ENTER, &found);
+	entry->handle = handle;
 	return true;
 }
 
-/* Databases a worker may connect to, in the launcher's memory context. */
+/* Workers that ended: a database whose worker never ran is due again later. */
+static void
+reap_workers(TimestampTz now)
+{
+	HASH_SEQ_STATUS status;
+	StartedWorker *entry;
+
+	hash_seq_init(&status, started_workers);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		pid_t		pid;
+
+		if (GetBackgroundWorkerPid(entry->handle, &pid) != BGWH_STOPPED)
+			continue;
+		pcar_shared_start_ended(entry->dboid, now);
+		pfree(entry->handle);
+		(void) hash_search(started_workers, &entry->dboid, HASH_REMOVE, NULL);
+	}
+}
+
+/* Databases a worker may connect to, with their names, in the launcher's memory context. */
 static Oid *
-list_databases(int *count)
+list_databases(int *count, char ***names)
 {
 	Relation	rel;
 	TableScanDesc scan;
@@ -149,6 +140,7 @@ list_databases(int *count)
 	int			allocated = 16;
 	Oid		   *dboids = palloc(sizeof(Oid) * allocated);
 
+	*names = palloc(sizeof(char *) * allocated);
 	*count = 0;
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -157,18 +149,20 @@ list_databases(int *count)
 	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tuple);
+		MemoryContext old;
 
 		if (db->datistemplate || !db->datallowconn)
 			continue;
+		old = MemoryContextSwitchTo(caller);
 		if (*count == allocated)
 		{
-			MemoryContext old = MemoryContextSwitchTo(caller);
-
 			allocated *= 2;
 			dboids = repalloc(dboids, sizeof(Oid) * allocated);
-			MemoryContextSwitchTo(old);
+			*names = repalloc(*names, sizeof(char *) * allocated);
 		}
+		(*names)[*count] = pstrdup(NameStr(db->datname));
 		dboids[(*count)++] = db->oid;
+		MemoryContextSwitchTo(old);
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
@@ -178,10 +172,27 @@ list_databases(int *count)
 	return dboids;
 }
 
+static const char *
+database_name(Oid dboid, const Oid *dboids, char **names, int count)
+{
+	for (int i = 0; i < count; i++)
+		if (dboids[i] == dboid)
+			return names[i];
+	return "?";
+}
+
+/*
+ * The launcher serves every database from a pool of at most max_workers
+ * workers.  A worker serves one database at a time and leaves when others
+ * wait (at once if its database has nothing under way, else after a nap of
+ * work); each database is visited at least once a nap while slots allow,
+ * signalled work (a rotation, a deprecation, CREATE EXTENSION) first.
+ */
 void
 pcar_launcher_main(Datum main_arg)
 {
 	MemoryContext loop_context;
+	HASHCTL		ctl;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -191,15 +202,23 @@ pcar_launcher_main(Datum main_arg)
 	/* the launcher starts with the server, and reloads with it */
 	pcar_warn_if_parameters_logged();
 
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(StartedWorker);
+	started_workers = hash_create("pgcrypt_at_rest started workers", 64, &ctl,
+								  HASH_ELEM | HASH_BLOBS);
 	loop_context = AllocSetContextCreate(TopMemoryContext, "pgcrypt_at_rest launcher",
 										 ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
 		int			naptime_ms = pcar_worker_naptime * 1000;
 		TimestampTz now = GetCurrentTimestamp();
-		Oid			requested;
 		Oid		   *dboids;
+		char	  **names;
 		int			count;
+		Oid		   *to_start;
+		Oid		   *newly_waiting;
+		int			nstart;
+		int			nwaiting;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -213,25 +232,30 @@ pcar_launcher_main(Datum main_arg)
 		MemoryContextReset(loop_context);
 		pgstat_report_activity(STATE_RUNNING, "looking for databases");
 
-		requested = pcar_shared_take_start_request();
-		dboids = list_databases(&count);
-		pcar_shared_forget_databases_except(dboids, count);
+		dboids = list_databases(&count, &names);
+		reap_workers(now);
+		pcar_shared_sync_databases(dboids, count);
 		pcar_shared_clear_stale_stop_requests(now, naptime_ms);
-		for (int i = 0; i < count; i++)
-		{
-			LastStart  *entry;
 
-			if (!pcar_shared_may_start_worker(dboids[i]))
-				continue;
-			entry = start_due(dboids[i], now, naptime_ms, dboids[i] == requested);
-			/* no free slot: the others wait for the next round too */
-			if (entry != NULL && !start_worker(dboids[i], entry))
-				break;
-		}
+		to_start = palloc(sizeof(Oid) * PCAR_MAX_DATABASES);
+		newly_waiting = palloc(sizeof(Oid) * PCAR_MAX_DATABASES);
+		nstart = pcar_shared_schedule(now, naptime_ms, pcar_max_workers, to_start,
+									  newly_waiting, &nwaiting);
+		for (int i = 0; i < nstart; i++)
+			if (!start_worker(to_start[i]))
+				pcar_shared_start_failed(to_start[i], now);
+		for (int i = 0; i < nwaiting; i++)
+			ereport(LOG,
+					(errmsg("pgcrypt_at_rest: database \"%s\" is waiting for a rotation worker",
+							database_name(newly_waiting[i], dboids, names, count)),
+					 errdetail("All %d workers (pgcrypt_at_rest.max_workers) serve other databases; it gets one in turn.",
+							   pcar_max_workers),
+					 errhint("Raise pgcrypt_at_rest.max_workers (and max_worker_processes) if databases often wait.")));
 
 		pgstat_report_activity(STATE_IDLE, NULL);
+		/* woken when a worker ends, when work is signalled, and to look again each nap */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 naptime_ms, PG_WAIT_EXTENSION);
+						 Min(naptime_ms, 1000), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 }

@@ -3,8 +3,10 @@
  *		A keyring may ask to be rotated when its active key is older than
  *		rotate_after or has encrypted max_encryptions values.  Backends count
  *		encryptions in shared memory (shared_state.c); the worker adds them to
- *		data_key.encryptions every time it wakes, so a restart loses at most
- *		the counts of one nap.
+ *		data_key.encryptions every time it wakes, in a transaction that puts
+ *		them back in shared memory if it aborts.  A policy waits while an
+ *		earlier key of its keyring is still being drained; the worker says
+ *		so in the log (once an hour) and the keyrings view shows it.
  */
 #include "postgres.h"
 
@@ -34,17 +36,34 @@ pcar_persist_encryption_counts(void)
 bool
 pcar_apply_rotation_policies(void)
 {
-	List	   *due = pcar_store_keyrings_due();
 	ListCell   *cell;
+	bool		rotated = false;
 
-	foreach(cell, due)
+	foreach(cell, pcar_store_keyrings_due())
 	{
 		const char *keyring = lfirst(cell);
-		int32		key_id = pcar_store_rotate_keyring(keyring);
+		int32		key_id = pcar_store_rotate_keyring_if_due(keyring);
 
+		if (key_id == 0)
+			continue;			/* rotated by someone else meanwhile */
+		rotated = true;
 		ereport(LOG,
 				(errmsg("pgcrypt_at_rest rotated keyring \"%s\" as its policy asks; the new key is %d",
 						keyring, key_id)));
 	}
-	return due != NIL;
+	return rotated;
+}
+
+void
+pcar_log_waiting_policies(void)
+{
+	List	   *waiting = pcar_store_policies_waiting();
+	ListCell   *cell;
+
+	foreach(cell, waiting)
+		ereport(LOG,
+				(errmsg("pgcrypt_at_rest: the rotation policy of %s, which still has values under it",
+						(const char *) lfirst(cell)),
+				 errdetail("A policy does not rotate a keyring again while an earlier key is being drained."),
+				 errhint("See pgcrypt_at_rest.rotation_status for why its values cannot be re-encrypted; pgcrypt_at_rest.destroy_key() destroys it anyway.")));
 }

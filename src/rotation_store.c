@@ -177,3 +177,98 @@ pcar_progress_forget_key(int32 key_id)
 					 SPI_OK_DELETE, 1, types, values);
 	pcar_spi_end(&session);
 }
+
+bool
+pcar_failure_record(Oid relid, const char *message, int naptime_seconds)
+{
+	PcarSpiSession session;
+	Oid			types[3] = {OIDOID, TEXTOID, INT4OID};
+	Datum		values[3] = {ObjectIdGetDatum(relid), CStringGetTextDatum(message),
+	Int32GetDatum(naptime_seconds)};
+	bool		log = true;
+
+	pcar_spi_begin(&session);
+	pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".rotation_failure AS f"
+					 " (relid, failures, last_error, retry_after)"
+					 " VALUES ($1, 1, $2, pg_catalog.now()"
+					 PCAR_OP("+") "pg_catalog.make_interval(secs => $3))"
+					 " ON CONFLICT (relid) DO UPDATE SET"
+					 "   failures = f.failures" PCAR_OP("+") "1,"
+					 "   last_error = $2,"
+					 "   last_failed_at = pg_catalog.now(),"
+					 "   retry_after = pg_catalog.now()" PCAR_OP("+") "pg_catalog.make_interval(secs =>"
+					 "     $3::pg_catalog.float8" PCAR_OP("*")
+					 "     pg_catalog.power(2, LEAST(f.failures, 6)))"
+					 " RETURNING failures" PCAR_EQ "1"
+					 "   OR (failures" PCAR_OP("&") "(failures" PCAR_OP("-") "1))" PCAR_EQ "0"
+					 "   OR last_error IS DISTINCT FROM"
+					 "      (SELECT o.last_error FROM " PCAR_SCHEMA ".rotation_failure o"
+					 "        WHERE o.relid" PCAR_EQ "$1)",
+					 SPI_OK_INSERT_RETURNING, 3, types, values);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		log = DatumGetBool(pcar_spi_datum(0, 1, &isnull)) || isnull;
+	}
+	pcar_spi_end(&session);
+	return log;
+}
+
+void
+pcar_failure_forget(Oid relid)
+{
+	PcarSpiSession session;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+
+	pcar_spi_begin(&session);
+	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".rotation_failure WHERE relid" PCAR_EQ "$1",
+					 SPI_OK_DELETE, 1, types, values);
+	pcar_spi_end(&session);
+}
+
+void
+pcar_failures_forget_except(const Oid *relids, int nrelids)
+{
+	PcarSpiSession session;
+	Datum	   *datums = palloc(sizeof(Datum) * Max(nrelids, 1));
+	Oid			types[1] = {OIDARRAYOID};
+	Datum		values[1];
+
+	for (int i = 0; i < nrelids; i++)
+		datums[i] = ObjectIdGetDatum(relids[i]);
+	values[0] = PointerGetDatum(construct_array(datums, nrelids, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
+	pcar_spi_begin(&session);
+	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".rotation_failure"
+					 " WHERE relid" PCAR_OP("<>") "ALL ($1)",
+					 SPI_OK_DELETE, 1, types, values);
+	pcar_spi_end(&session);
+}
+
+List *
+pcar_failing_tables(List **backing_off)
+{
+	PcarSpiSession session;
+	List	   *relids = NIL;
+
+	*backing_off = NIL;
+	pcar_spi_begin(&session);
+	pcar_spi_execute("SELECT relid, retry_after" PCAR_OP(">") "pg_catalog.now()"
+					 "  FROM " PCAR_SCHEMA ".rotation_failure",
+					 SPI_OK_SELECT, 0, NULL, NULL);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Oid			relid = DatumGetObjectId(pcar_spi_datum(i, 1, &isnull));
+		bool		waiting = DatumGetBool(pcar_spi_datum(i, 2, &isnull));
+		MemoryContext old = MemoryContextSwitchTo(session.caller_context);
+
+		relids = lappend_oid(relids, relid);
+		if (waiting)
+			*backing_off = lappend_oid(*backing_off, relid);
+		MemoryContextSwitchTo(old);
+	}
+	pcar_spi_end(&session);
+	return relids;
+}

@@ -9,6 +9,7 @@
 #define PCAR_ROTATION_STORE_H
 
 #include "access/attnum.h"
+#include "nodes/pg_list.h"
 #include "storage/itemptr.h"
 #include "utils/timestamp.h"
 
@@ -48,5 +49,25 @@ extern void pcar_progress_note(Oid relid, AttrNumber attnum, int nkeys, const in
 
 /* A destroyed key has no progress left to show. */
 extern void pcar_progress_forget_key(int32 key_id);
+
+/*
+ * A table whose batch failed waits before it is tried again: a nap after
+ * the first failure, twice as long after each further one, up to 64 naps.
+ * Records the failure; returns true when it should be logged (the first
+ * time, when the error changes, and after 2, 4, 8... failures in a row), so
+ * that a table failing forever writes a few lines, not one per retry.
+ */
+extern bool pcar_failure_record(Oid relid, const char *message, int naptime_seconds);
+
+/* A batch on the table succeeded: it is tried at once from now on. */
+extern void pcar_failure_forget(Oid relid);
+/* At a pass's start: tables dropped (or without encrypted columns) since are forgotten. */
+extern void pcar_failures_forget_except(const Oid *relids, int nrelids);
+
+/*
+ * Tables whose last batch failed (an OID list, in the caller's context);
+ * those still waiting for their next try in *backing_off.
+ */
+extern List *pcar_failing_tables(List **backing_off);
 
 #endif							/* PCAR_ROTATION_STORE_H */

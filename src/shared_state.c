@@ -21,20 +21,35 @@
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "shared_state.h"
 
-#define MAX_COUNTERS	1024
+#define MAX_COUNTERS	4096
 
-typedef struct WorkerSlot
+/*
+ * Every database the launcher serves (up to PCAR_MAX_DATABASES): its worker
+ * if one runs, whether work was signalled there, since when it waits for a
+ * worker, and what a worker keeps from one visit to the next.
+ */
+typedef struct DatabaseEntry
 {
 	Oid			dboid;			/* InvalidOid: free */
-	pid_t		pid;			/* 0: no worker running */
+	pid_t		pid;			/* its worker, 0 if none runs */
 	Latch	   *latch;
+	bool		starting;		/* the launcher registered a worker, not yet running */
+	bool		stop_requested; /* DROP DATABASE and friends: no worker for now */
 	TimestampTz stop_requested_at;
-	bool		stop_requested;
-} WorkerSlot;
+	bool		work_signalled; /* woken (rotation, deprecation...) since its last look */
+	bool		extension_missing;	/* the last visit found no extension */
+	int			missing_naps;	/* visits of such a database are this many naps apart */
+	TimestampTz waiting_since;	/* due, but no worker free (0: not waiting) */
+	bool		waiting_logged;
+	TimestampTz visit_started_at;
+	TimestampTz visit_ended_at;
+	PcarWorkerMemo memo;
+} DatabaseEntry;
 
 typedef struct CounterSlot
 {
@@ -48,10 +63,9 @@ typedef struct PcarShared
 	LWLock	   *lock;
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
-	Oid			start_request;	/* a database whose worker is wanted now */
-	int			nslots;
+	int			nwaiting;		/* databases due that wait for a worker */
 	CounterSlot counters[MAX_COUNTERS];
-	WorkerSlot	slots[FLEXIBLE_ARRAY_MEMBER];
+	DatabaseEntry databases[PCAR_MAX_DATABASES];
 } PcarShared;
 
 static PcarShared *shared = NULL;
@@ -61,19 +75,12 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool wake_at_commit = false;
 static bool wake_callback_registered = false;
 
-static Size
-shared_size(void)
-{
-	return add_size(offsetof(PcarShared, slots),
-					mul_size(max_worker_processes, sizeof(WorkerSlot)));
-}
-
 static void
 pcar_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(shared_size());
+	RequestAddinShmemSpace(sizeof(PcarShared));
 	RequestNamedLWLockTranche("pgcrypt_at_rest", 1);
 }
 
@@ -86,12 +93,11 @@ pcar_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("pgcrypt_at_rest", shared_size(), &found);
+	shared = ShmemInitStruct("pgcrypt_at_rest", sizeof(PcarShared), &found);
 	if (!found)
 	{
-		memset(shared, 0, shared_size());
+		memset(shared, 0, sizeof(PcarShared));
 		shared->lock = &(GetNamedLWLockTranche("pgcrypt_at_rest"))->lock;
-		shared->nslots = max_worker_processes;
 		for (int i = 0; i < MAX_COUNTERS; i++)
 			pg_atomic_init_u64(&shared->counters[i].count, 0);
 	}
@@ -126,127 +132,345 @@ pcar_shared_set_launcher(void)
 	before_shmem_exit(launcher_exit, (Datum) 0);
 }
 
-void
-pcar_shared_wake_launcher(Oid dboid)
+/* Caller holds the lock (exclusively to create). */
+static DatabaseEntry *
+find_database(Oid dboid, bool create)
 {
-	if (shared == NULL)
-		return;
+	DatabaseEntry *free_entry = NULL;
+
+	for (int i = 0; i < PCAR_MAX_DATABASES; i++)
+	{
+		if (shared->databases[i].dboid == dboid)
+			return &shared->databases[i];
+		if (free_entry == NULL && shared->databases[i].dboid == InvalidOid)
+			free_entry = &shared->databases[i];
+	}
+	if (create && free_entry != NULL)
+	{
+		memset(free_entry, 0, sizeof(DatabaseEntry));
+		free_entry->dboid = dboid;
+		free_entry->missing_naps = 1;
+	}
+	return create ? free_entry : NULL;
+}
+
+static bool
+worker_running(const DatabaseEntry *entry)
+{
+	return entry->pid != 0 || entry->starting;
+}
+
+/* Work was signalled in a database: its worker, or the launcher, is woken. */
+static void
+signal_work(Oid dboid)
+{
+	DatabaseEntry *entry;
+
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	if (OidIsValid(dboid))
-		shared->start_request = dboid;
-	if (shared->launcher_latch)
+	entry = find_database(dboid, true);
+	if (entry != NULL)
+	{
+		entry->work_signalled = true;
+		entry->extension_missing = false;	/* CREATE EXTENSION signals too */
+		entry->missing_naps = 1;
+	}
+	if (entry != NULL && entry->pid != 0 && entry->latch != NULL)
+		SetLatch(entry->latch);
+	else if (shared->launcher_latch)
 		SetLatch(shared->launcher_latch);
 	LWLockRelease(shared->lock);
 }
 
-Oid
-pcar_shared_take_start_request(void)
+void
+pcar_shared_sync_databases(const Oid *dboids, int count)
 {
-	Oid			dboid;
+	bool		full = false;
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	dboid = shared->start_request;
-	shared->start_request = InvalidOid;
+	/* gone databases first, so that their entries can be reused */
+	for (int i = 0; i < PCAR_MAX_DATABASES; i++)
+	{
+		DatabaseEntry *entry = &shared->databases[i];
+		bool		listed = false;
+
+		for (int j = 0; j < count && !listed; j++)
+			listed = dboids[j] == entry->dboid;
+		if (entry->dboid != InvalidOid && !listed && !worker_running(entry) &&
+			!entry->stop_requested)
+			memset(entry, 0, sizeof(DatabaseEntry));
+	}
+	for (int j = 0; j < count; j++)
+		full |= find_database(dboids[j], true) == NULL;
 	LWLockRelease(shared->lock);
-	return dboid;
+
+	if (full)
+		ereport(LOG,
+				(errmsg("pgcrypt_at_rest serves at most %d databases; the others get no rotation worker",
+						PCAR_MAX_DATABASES)));
 }
 
-/* Caller holds the lock. */
-static WorkerSlot *
-find_slot(Oid dboid, bool create)
+typedef struct DueDatabase
 {
-	WorkerSlot *free_slot = NULL;
+	Oid			dboid;
+	TimestampTz rank;			/* earlier goes first */
+} DueDatabase;
 
-	for (int i = 0; i < shared->nslots; i++)
-	{
-		if (shared->slots[i].dboid == dboid)
-			return &shared->slots[i];
-		if (free_slot == NULL && shared->slots[i].dboid == InvalidOid)
-			free_slot = &shared->slots[i];
-	}
-	if (create && free_slot != NULL)
-	{
-		memset(free_slot, 0, sizeof(WorkerSlot));
-		free_slot->dboid = dboid;
-	}
-	return create ? free_slot : NULL;
+static int
+compare_due(const void *a, const void *b)
+{
+	TimestampTz ra = ((const DueDatabase *) a)->rank;
+	TimestampTz rb = ((const DueDatabase *) b)->rank;
+
+	return ra < rb ? -1 : ra > rb ? 1 : 0;
 }
 
-/* No worker runs there and none is being kept away (DROP DATABASE and friends). */
+int
+pcar_shared_schedule(TimestampTz now, int naptime_ms, int max_workers, Oid *to_start,
+					 Oid *newly_waiting, int *nnewly_waiting)
+{
+	DueDatabase *due = palloc(sizeof(DueDatabase) * PCAR_MAX_DATABASES);
+	int			ndue = 0;
+	int			running = 0;
+	int			nstart = 0;
+
+	*nnewly_waiting = 0;
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < PCAR_MAX_DATABASES; i++)
+	{
+		DatabaseEntry *entry = &shared->databases[i];
+		TimestampTz since;
+
+		if (entry->dboid == InvalidOid)
+			continue;
+		if (worker_running(entry))
+		{
+			running++;
+			continue;
+		}
+		if (entry->stop_requested)
+			continue;
+		/* a visit a nap after the last one ended (longer where nothing is installed) */
+		since = TimestampTzPlusMilliseconds(entry->visit_ended_at,
+											(int64) naptime_ms * (entry->extension_missing ? entry->missing_naps : 1));
+		if (!entry->work_signalled && since > now)
+		{
+			entry->waiting_since = 0;
+			entry->waiting_logged = false;
+			continue;
+		}
+		if (entry->waiting_since != 0)
+			since = entry->waiting_since;
+		else if (entry->work_signalled || since < now - (int64) naptime_ms * 1000)
+			since = now;
+		due[ndue].dboid = entry->dboid;
+		/* signalled work goes first, unless the others have waited a nap longer */
+		due[ndue].rank = entry->work_signalled ? since - (int64) naptime_ms * 1000 : since;
+		ndue++;
+	}
+	qsort(due, ndue, sizeof(DueDatabase), compare_due);
+
+	for (int d = 0; d < ndue; d++)
+	{
+		DatabaseEntry *entry = find_database(due[d].dboid, false);
+
+		if (running < max_workers)
+		{
+			entry->starting = true;
+			entry->work_signalled = false;
+			entry->waiting_since = 0;
+			entry->waiting_logged = false;
+			to_start[nstart++] = entry->dboid;
+			running++;
+			continue;
+		}
+		if (entry->waiting_since == 0)
+			entry->waiting_since = now;
+		/* said once per wait, when it has waited a nap */
+		if (!entry->waiting_logged &&
+			TimestampDifferenceExceeds(entry->waiting_since, now, naptime_ms))
+		{
+			entry->waiting_logged = true;
+			newly_waiting[(*nnewly_waiting)++] = entry->dboid;
+		}
+	}
+	shared->nwaiting = ndue - nstart;
+
+	/* idle workers make room for the waiting: wake them to look */
+	if (shared->nwaiting > 0)
+		for (int i = 0; i < PCAR_MAX_DATABASES; i++)
+			if (shared->databases[i].pid != 0 && shared->databases[i].latch != NULL)
+				SetLatch(shared->databases[i].latch);
+	LWLockRelease(shared->lock);
+	pfree(due);
+	return nstart;
+}
+
+void
+pcar_shared_start_failed(Oid dboid, TimestampTz now)
+{
+	DatabaseEntry *entry;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	entry = find_database(dboid, false);
+	if (entry != NULL && entry->starting && entry->pid == 0)
+	{
+		entry->starting = false;
+		entry->work_signalled = true;	/* it goes first next time */
+		if (entry->waiting_since == 0)
+			entry->waiting_since = now;
+	}
+	LWLockRelease(shared->lock);
+}
+
+void
+pcar_shared_start_ended(Oid dboid, TimestampTz now)
+{
+	DatabaseEntry *entry;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	entry = find_database(dboid, false);
+	/* the worker left before it ran (it could not connect, say) */
+	if (entry != NULL && entry->starting && entry->pid == 0)
+	{
+		entry->starting = false;
+		entry->visit_ended_at = now;
+	}
+	LWLockRelease(shared->lock);
+}
+
 bool
-pcar_shared_may_start_worker(Oid dboid)
+pcar_shared_is_starting(Oid dboid)
 {
-	WorkerSlot *slot;
-	bool		may;
+	DatabaseEntry *entry;
+	bool		starting;
 
 	LWLockAcquire(shared->lock, LW_SHARED);
-	slot = find_slot(dboid, false);
-	may = slot == NULL || (slot->pid == 0 && !slot->stop_requested);
+	entry = find_database(dboid, false);
+	starting = entry != NULL && entry->starting && entry->pid == 0;
 	LWLockRelease(shared->lock);
-	return may;
+	return starting;
 }
 
 static void
 worker_exit(int code, Datum arg)
 {
 	Oid			dboid = DatumGetObjectId(arg);
-	WorkerSlot *slot;
+	DatabaseEntry *entry;
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	slot = find_slot(dboid, false);
-	if (slot != NULL && slot->pid == MyProcPid)
+	entry = find_database(dboid, false);
+	if (entry != NULL && entry->pid == MyProcPid)
 	{
-		/* slots are for running workers: free it, unless it keeps one away */
-		if (slot->stop_requested)
-		{
-			slot->pid = 0;
-			slot->latch = NULL;
-		}
-		else
-			memset(slot, 0, sizeof(WorkerSlot));
+		entry->pid = 0;
+		entry->latch = NULL;
+		entry->visit_ended_at = GetCurrentTimestamp();
+	}
+	if (shared->launcher_latch)
+		SetLatch(shared->launcher_latch);
+	LWLockRelease(shared->lock);
+}
+
+bool
+pcar_shared_claim_worker_slot(Oid dboid, PcarWorkerMemo *memo)
+{
+	DatabaseEntry *entry;
+	bool		claimed = false;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	entry = find_database(dboid, true);
+	if (entry != NULL && entry->pid == 0 && !entry->stop_requested)
+	{
+		entry->pid = MyProcPid;
+		entry->latch = MyLatch;
+		entry->starting = false;
+		entry->visit_started_at = GetCurrentTimestamp();
+		*memo = entry->memo;
+		claimed = true;
+	}
+	else if (entry != NULL && entry->pid == 0)
+		entry->starting = false;
+	LWLockRelease(shared->lock);
+	if (claimed)
+		before_shmem_exit(worker_exit, ObjectIdGetDatum(dboid));
+	return claimed;
+}
+
+void
+pcar_shared_worker_leaving(Oid dboid, const PcarWorkerMemo *memo, bool more_work,
+						   bool extension_missing)
+{
+	DatabaseEntry *entry;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	entry = find_database(dboid, false);
+	if (entry != NULL && entry->pid == MyProcPid)
+	{
+		entry->memo = *memo;
+		if (more_work)
+			entry->work_signalled = true;
+		if (extension_missing && !entry->work_signalled)
+			entry->missing_naps = entry->extension_missing ? Min(entry->missing_naps * 2, 16) : 1;
+		entry->extension_missing = extension_missing;
 	}
 	LWLockRelease(shared->lock);
 }
 
 bool
-pcar_shared_claim_worker_slot(Oid dboid)
+pcar_shared_take_work_signal(Oid dboid)
 {
-	WorkerSlot *slot;
-	bool		claimed = false;
+	DatabaseEntry *entry;
+	bool		signalled = false;
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	slot = find_slot(dboid, true);
-	if (slot != NULL && slot->pid == 0 && !slot->stop_requested)
+	entry = find_database(dboid, false);
+	if (entry != NULL)
 	{
-		slot->pid = MyProcPid;
-		slot->latch = MyLatch;
-		claimed = true;
+		signalled = entry->work_signalled;
+		entry->work_signalled = false;
 	}
 	LWLockRelease(shared->lock);
-	if (claimed)
-		before_shmem_exit(worker_exit, ObjectIdGetDatum(dboid));
-	else if (slot == NULL)
-		ereport(LOG,
-				(errmsg("pgcrypt_at_rest: no free worker slot for database %u", dboid),
-				 errhint("More databases run rotation workers than max_worker_processes allows.")));
-	return claimed;
+	return signalled;
 }
 
-void
-pcar_shared_forget_databases_except(const Oid *dboids, int count)
+int
+pcar_shared_databases_waiting(void)
 {
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < shared->nslots; i++)
-	{
-		WorkerSlot *slot = &shared->slots[i];
-		bool		listed = false;
+	int			n;
 
-		for (int j = 0; j < count && !listed; j++)
-			listed = dboids[j] == slot->dboid;
-		if (slot->dboid != InvalidOid && !listed && slot->pid == 0)
-			memset(slot, 0, sizeof(WorkerSlot));
+	LWLockAcquire(shared->lock, LW_SHARED);
+	n = shared->nwaiting;
+	LWLockRelease(shared->lock);
+	return n;
+}
+
+int
+pcar_shared_database_states(PcarDatabaseState *states, int max)
+{
+	int			n = 0;
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	for (int i = 0; i < PCAR_MAX_DATABASES && n < max; i++)
+	{
+		DatabaseEntry *entry = &shared->databases[i];
+		PcarDatabaseState *state = &states[n];
+
+		if (entry->dboid == InvalidOid)
+			continue;
+		state->dboid = entry->dboid;
+		state->pid = entry->pid;
+		state->state = entry->pid != 0 ? "running" :
+			entry->starting ? "starting" :
+			entry->waiting_since != 0 ? "waiting" :
+			entry->stop_requested ? "stopped" :
+			entry->extension_missing ? "no extension" : "idle";
+		state->work_signalled = entry->work_signalled;
+		state->waiting_since = entry->waiting_since;
+		state->visit_started_at = entry->visit_started_at;
+		state->visit_ended_at = entry->visit_ended_at;
+		n++;
 	}
 	LWLockRelease(shared->lock);
+	return n;
 }
 
 /*
@@ -263,24 +487,28 @@ pcar_shared_stop_worker(Oid dboid, int timeout_ms)
 		return true;
 	for (;;)
 	{
-		WorkerSlot *slot;
+		DatabaseEntry *entry;
 		pid_t		pid = 0;
+		bool		starting = false;
 
 		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-		slot = find_slot(dboid, false);
-		if (slot != NULL)
+		entry = find_database(dboid, true);
+		if (entry != NULL)
 		{
-			slot->stop_requested = true;
-			slot->stop_requested_at = GetCurrentTimestamp();
-			pid = slot->pid;
+			entry->stop_requested = true;
+			entry->stop_requested_at = GetCurrentTimestamp();
+			pid = entry->pid;
+			starting = entry->starting;
 		}
 		LWLockRelease(shared->lock);
 
-		if (pid == 0)
+		/* a worker still starting finds stop_requested and leaves */
+		if (pid == 0 && !starting)
 			return true;
 		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(), timeout_ms))
 			return false;
-		kill(pid, SIGTERM);
+		if (pid != 0)
+			kill(pid, SIGTERM);
 		CHECK_FOR_INTERRUPTS();
 		pg_usleep(10 * 1000L);
 	}
@@ -290,39 +518,80 @@ void
 pcar_shared_clear_stale_stop_requests(TimestampTz now, int naptime_ms)
 {
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < shared->nslots; i++)
+	for (int i = 0; i < PCAR_MAX_DATABASES; i++)
 	{
-		WorkerSlot *slot = &shared->slots[i];
+		DatabaseEntry *entry = &shared->databases[i];
 
-		if (slot->stop_requested &&
-			TimestampDifferenceExceeds(slot->stop_requested_at, now, naptime_ms))
-		{
-			slot->stop_requested = false;
-			if (slot->pid == 0)
-				memset(slot, 0, sizeof(WorkerSlot));
-		}
+		if (entry->stop_requested &&
+			TimestampDifferenceExceeds(entry->stop_requested_at, now, naptime_ms))
+			entry->stop_requested = false;
 	}
 	LWLockRelease(shared->lock);
 }
 
 /*
- * Encryptions counted by this backend and not yet added to shared memory:
- * a few keys at a time (rows often have a column per keyring), flushed at
- * transaction end or when a count or the table fills.
+ * Encryptions counted by this backend and not yet added to shared memory,
+ * flushed at transaction end or when a count reaches PENDING_FLUSH.  Counts
+ * are exact (a per-key cap relies on them): what does not fit in shared
+ * memory stays here until it does, and what the worker took out but could
+ * not persist goes back when its transaction aborts.
  */
-#define PENDING_KEYS	8
 #define PENDING_FLUSH	1024
 
-static int32 pending_key_ids[PENDING_KEYS];
-static uint64 pending_counts[PENDING_KEYS];
-static int	npending = 0;
-
-static void
-flush_pending_encryptions(void)
+typedef struct PendingCounts
 {
-	for (int i = 0; i < npending; i++)
-		pcar_shared_add_encryptions(MyDatabaseId, pending_key_ids[i], pending_counts[i]);
-	npending = 0;
+	int			n;
+	int			allocated;
+	int32	   *key_ids;
+	uint64	   *counts;
+} PendingCounts;
+
+static PendingCounts pending;	/* counted by this backend */
+static PendingCounts taken;		/* taken out by this transaction, to persist */
+static bool exit_callback_registered = false;
+
+static int
+pending_slot(PendingCounts *set, int32 key_id)
+{
+	for (int i = 0; i < set->n; i++)
+		if (set->key_ids[i] == key_id)
+			return i;
+	if (set->n == set->allocated)
+	{
+		int			allocated = Max(set->allocated * 2, 8);
+
+		if (set->allocated == 0)
+		{
+			set->key_ids = MemoryContextAlloc(TopMemoryContext, sizeof(int32) * allocated);
+			set->counts = MemoryContextAlloc(TopMemoryContext, sizeof(uint64) * allocated);
+		}
+		else
+		{
+			set->key_ids = repalloc(set->key_ids, sizeof(int32) * allocated);
+			set->counts = repalloc(set->counts, sizeof(uint64) * allocated);
+		}
+		set->allocated = allocated;
+	}
+	set->key_ids[set->n] = key_id;
+	set->counts[set->n] = 0;
+	return set->n++;
+}
+
+/* Adds to shared memory what fits; what does not stays in the set. */
+static void
+flush_counts(PendingCounts *set, Oid dboid)
+{
+	int			kept = 0;
+
+	for (int i = 0; i < set->n; i++)
+	{
+		if (pcar_shared_add_encryptions(dboid, set->key_ids[i], set->counts[i]))
+			continue;
+		set->key_ids[kept] = set->key_ids[i];
+		set->counts[kept] = set->counts[i];
+		kept++;
+	}
+	set->n = kept;
 }
 
 static void
@@ -332,26 +601,29 @@ pcar_xact_callback(XactEvent event, void *arg)
 		event != XACT_EVENT_PREPARE)
 		return;
 
+	/* counts the worker took out are in data_key now, or go back */
+	if (event == XACT_EVENT_ABORT)
+		for (int i = 0; i < taken.n; i++)
+			pending.counts[pending_slot(&pending, taken.key_ids[i])] += taken.counts[i];
+	taken.n = 0;
+
 	/* aborted encryptions count too: the nonces were used all the same */
-	flush_pending_encryptions();
+	flush_counts(&pending, MyDatabaseId);
 
 	if (event == XACT_EVENT_COMMIT && wake_at_commit && shared != NULL)
-	{
-		WorkerSlot *slot;
-		bool		worker_woken = false;
-
-		LWLockAcquire(shared->lock, LW_SHARED);
-		slot = find_slot(MyDatabaseId, false);
-		if (slot != NULL && slot->pid != 0 && slot->latch != NULL)
-		{
-			SetLatch(slot->latch);
-			worker_woken = true;
-		}
-		LWLockRelease(shared->lock);
-		if (!worker_woken)
-			pcar_shared_wake_launcher(MyDatabaseId);
-	}
+		signal_work(MyDatabaseId);
 	wake_at_commit = false;
+}
+
+/* A backend leaving adds what it still counts; it cannot keep it any longer. */
+static void
+flush_at_exit(int code, Datum arg)
+{
+	flush_counts(&pending, MyDatabaseId);
+	if (pending.n > 0)
+		ereport(LOG,
+				(errmsg("pgcrypt_at_rest lost the encryption counts of %d keys: shared memory was full",
+						pending.n)));
 }
 
 static void
@@ -362,27 +634,27 @@ register_xact_callback(void)
 		RegisterXactCallback(pcar_xact_callback, NULL);
 		wake_callback_registered = true;
 	}
+	if (!exit_callback_registered && shared != NULL)
+	{
+		before_shmem_exit(flush_at_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
 }
 
 void
 pcar_count_encryption(int32 key_id)
 {
-	int			i;
+	static int	last = 0;
+	int			i = last;
 
-	for (i = 0; i < npending; i++)
-		if (pending_key_ids[i] == key_id)
-			break;
-	if (unlikely(i == npending))
+	if (unlikely(i >= pending.n || pending.key_ids[i] != key_id))
 	{
 		register_xact_callback();
-		if (npending == PENDING_KEYS)
-			flush_pending_encryptions();
-		i = npending++;
-		pending_key_ids[i] = key_id;
-		pending_counts[i] = 0;
+		i = pending_slot(&pending, key_id);
+		last = i;
 	}
-	if (unlikely(++pending_counts[i] >= PENDING_FLUSH))
-		flush_pending_encryptions();
+	if (unlikely(++pending.counts[i] >= PENDING_FLUSH))
+		flush_counts(&pending, MyDatabaseId);
 }
 
 void
@@ -392,16 +664,17 @@ pcar_wake_worker_at_commit(void)
 	wake_at_commit = true;
 }
 
-void
+bool
 pcar_shared_add_encryptions(Oid dboid, int32 key_id, uint64 count)
 {
 	CounterSlot *free_slot = NULL;
 	CounterSlot *slot = NULL;
+	int			used = 0;
 
 	if (shared == NULL || count == 0)
-		return;
+		return true;
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < MAX_COUNTERS && slot == NULL; i++)
+	for (int i = 0; i < MAX_COUNTERS; i++)
 	{
 		CounterSlot *c = &shared->counters[i];
 
@@ -409,6 +682,8 @@ pcar_shared_add_encryptions(Oid dboid, int32 key_id, uint64 count)
 			slot = c;
 		else if (free_slot == NULL && c->dboid == InvalidOid)
 			free_slot = c;
+		if (c->dboid != InvalidOid)
+			used++;
 	}
 	if (slot == NULL && free_slot != NULL)
 	{
@@ -416,10 +691,14 @@ pcar_shared_add_encryptions(Oid dboid, int32 key_id, uint64 count)
 		slot->dboid = dboid;
 		slot->key_id = key_id;
 	}
-	/* full: the count is approximate by contract; the worker frees slots */
 	if (slot != NULL)
 		pg_atomic_fetch_add_u64(&slot->count, count);
 	LWLockRelease(shared->lock);
+
+	/* filling up: this database's worker makes room */
+	if (slot == NULL || used >= MAX_COUNTERS * 3 / 4)
+		signal_work(dboid);
+	return slot != NULL;
 }
 
 int
@@ -427,6 +706,8 @@ pcar_shared_take_encryptions(Oid dboid, int32 *key_ids, uint64 *counts, int max)
 {
 	int			n = 0;
 
+	Assert(IsTransactionState() && dboid == MyDatabaseId);
+	register_xact_callback();
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < MAX_COUNTERS && n < max; i++)
 	{
@@ -441,5 +722,9 @@ pcar_shared_take_encryptions(Oid dboid, int32 *key_ids, uint64 *counts, int max)
 			n++;
 	}
 	LWLockRelease(shared->lock);
+
+	/* until this transaction commits, they are ours to give back */
+	for (int i = 0; i < n; i++)
+		taken.counts[pending_slot(&taken, key_ids[i])] += counts[i];
 	return n;
 }

@@ -67,8 +67,11 @@ pcar_spi_end(PcarSpiSession *session)
  * revalidates them after DDL (and replans for another role where row
  * security matters); the types are part of the key because a parameter of
  * the extension's own type changes OID when the extension is re-created.
+ * Every statement is a constant of the extension's: the cache holds a few
+ * dozen plans, and is emptied if re-created extensions ever fill it.
  */
 #define MAX_SQL_KEY 2048
+#define MAX_SAVED_PLANS 256
 
 typedef struct SavedPlan
 {
@@ -107,6 +110,17 @@ saved_plan(const char *sql, int nargs, Oid *types)
 	entry = hash_search(saved_plans, sql, HASH_FIND, NULL);
 	if (entry != NULL)
 		return entry->plan;
+	if (hash_get_num_entries(saved_plans) >= MAX_SAVED_PLANS)
+	{
+		HASH_SEQ_STATUS status;
+
+		hash_seq_init(&status, saved_plans);
+		while ((entry = hash_seq_search(&status)) != NULL)
+		{
+			SPI_freeplan(entry->plan);
+			(void) hash_search(saved_plans, entry->sql, HASH_REMOVE, NULL);
+		}
+	}
 
 	plan = SPI_prepare(sql_text, nargs, types);
 	if (plan == NULL)

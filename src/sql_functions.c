@@ -11,6 +11,7 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -53,6 +54,7 @@ PG_FUNCTION_INFO_V1(pcar_set_column_context);
 PG_FUNCTION_INFO_V1(pcar_drain);
 PG_FUNCTION_INFO_V1(pcar_destroy_drained_keys_sql);
 PG_FUNCTION_INFO_V1(pcar_confirm_restore);
+PG_FUNCTION_INFO_V1(pcar_worker_databases);
 
 /*
  * The functions are not STRICT: a NULL value gives NULL, but a NULL keyring
@@ -407,7 +409,7 @@ pcar_drain(PG_FUNCTION_ARGS)
 	do
 	{
 		CHECK_FOR_INTERRUPTS();
-		pcar_drain_batch(&state, &result, NIL, true);
+		pcar_drain_batch(&state, &result, NIL);
 		total += result.reencrypted;
 	} while (result.pass_running);
 	PG_RETURN_INT64(total);
@@ -428,6 +430,36 @@ pcar_destroy_drained_keys_sql(PG_FUNCTION_ARGS)
 	foreach(cell, destroyed)
 		ids[n++] = Int32GetDatum(lfirst_int(cell));
 	PG_RETURN_ARRAYTYPE_P(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
+}
+
+/* Every database in the worker pool, from shared memory (rotation_workers). */
+Datum
+pcar_worker_databases(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	PcarDatabaseState *states = palloc(sizeof(PcarDatabaseState) * PCAR_MAX_DATABASES);
+	int			n = pcar_shared_database_states(states, PCAR_MAX_DATABASES);
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[7];
+		bool		nulls[7] = {false};
+
+		values[0] = ObjectIdGetDatum(states[i].dboid);
+		values[1] = Int32GetDatum(states[i].pid);
+		nulls[1] = states[i].pid == 0;
+		values[2] = CStringGetTextDatum(states[i].state);
+		values[3] = BoolGetDatum(states[i].work_signalled);
+		values[4] = TimestampTzGetDatum(states[i].waiting_since);
+		nulls[4] = states[i].waiting_since == 0;
+		values[5] = TimestampTzGetDatum(states[i].visit_started_at);
+		nulls[5] = states[i].visit_started_at == 0;
+		values[6] = TimestampTzGetDatum(states[i].visit_ended_at);
+		nulls[6] = states[i].visit_ended_at == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }
 
 /* After a restore: its keys may be destroyed once drained, like any other. */

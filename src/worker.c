@@ -1,6 +1,8 @@
 /*
  * worker.c
- *		The rotation worker of one database.  Its loop is a list of steps,
+ *		A rotation worker, serving one database for a visit (launcher.c runs
+ *		the pool: a worker leaves when other databases wait, at once if
+ *		nothing is under way here, else after a nap).  Its loop is a list of steps,
  *		each due on its own terms: apply rotation policies (once a nap),
  *		move destruction rounds along, run one drain batch.  Each step is a
  *		short transaction of its own; an error in one is logged with its
@@ -26,6 +28,7 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/timeout.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -42,10 +45,12 @@ typedef struct WorkerState
 {
 	MemoryContext loop_context;	/* reset at every turn; steps' results live here */
 	bool		installed;		/* the extension, at the library's version, is here */
+	TimestampTz visit_started_at;
 
 	/* policies */
 	TimestampTz last_policy_check;
 	bool		rotated;		/* a policy rotated a keyring this turn */
+	TimestampTz waiting_policies_logged_at;
 
 	/* the drain: passes, and the batch of this turn */
 	struct
@@ -89,8 +94,16 @@ policies_due(WorkerState *state, TimestampTz now)
 static void
 run_policies(WorkerState *state)
 {
+	TimestampTz now = GetCurrentTimestamp();
+
 	pcar_persist_encryption_counts();
 	state->rotated = pcar_apply_rotation_policies();
+	/* a policy that waits for ever would otherwise say nothing */
+	if (TimestampDifferenceExceeds(state->waiting_policies_logged_at, now, 3600 * 1000))
+	{
+		pcar_log_waiting_policies();
+		state->waiting_policies_logged_at = now;
+	}
 }
 
 static void
@@ -150,7 +163,7 @@ run_drain(WorkerState *state)
 	List	   *in_rounds = pcar_destruction_round_keys(&state->rounds);
 	MemoryContext old;
 
-	pcar_drain_batch(&state->drain, &state->batch, in_rounds, false);
+	pcar_drain_batch(&state->drain, &state->batch, in_rounds);
 	old = MemoryContextSwitchTo(state->loop_context);
 	state->batch.drained_keys = list_copy(state->batch.drained_keys);
 	MemoryContextSwitchTo(old);
@@ -287,23 +300,69 @@ sleep_ms(WorkerState *state)
 	return ms;
 }
 
+/* Nothing under way here: no pass half done, no round waiting. */
+static bool
+idle(WorkerState *state)
+{
+	return !state->pass.running && pcar_destruction_round_keys(&state->rounds) == NIL;
+}
+
+/*
+ * Other databases wait for a worker: leave at once if idle, else after a
+ * nap of work here (the database goes back in line, first among equals).
+ */
+static bool
+should_leave(WorkerState *state, TimestampTz now)
+{
+	if (pcar_shared_databases_waiting() == 0)
+		return false;
+	return idle(state) ||
+		TimestampDifferenceExceeds(state->visit_started_at, now, pcar_worker_naptime * 1000);
+}
+
+static void
+leave(WorkerState *state, Oid dboid, bool extension_missing)
+{
+	PcarWorkerMemo memo;
+
+	memset(&memo, 0, sizeof(memo));
+	memo.policies_checked_at = state->last_policy_check;
+	memo.pass_due_at = state->pass.next_at;
+	memo.idle_passes = state->pass.idle_passes;
+	memo.blocked_policies_logged_at = state->waiting_policies_logged_at;
+	pcar_shared_worker_leaving(dboid, &memo, !idle(state), extension_missing);
+	proc_exit(0);
+}
+
+/* The worker's own settings: nothing from the path, no endless lock wait. */
+static void
+apply_settings(void)
+{
+	char		timeout[32];
+
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	snprintf(timeout, sizeof(timeout), "%d", pcar_worker_lock_timeout);
+	SetConfigOption("lock_timeout", timeout, PGC_SUSET, PGC_S_OVERRIDE);
+}
+
 void
 pcar_worker_main(Datum main_arg)
 {
 	Oid			dboid = DatumGetObjectId(main_arg);
 	MemoryContext worker_context;
 	WorkerState state;
+	PcarWorkerMemo memo;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	if (!pcar_shared_claim_worker_slot(dboid))
-		proc_exit(0);			/* another worker serves this database */
+	if (!pcar_shared_claim_worker_slot(dboid, &memo))
+		proc_exit(0);			/* another worker serves this database, or it is being dropped */
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	/* the worker runs user statements as table owners: nothing from the path */
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	/* the worker runs user statements as table owners */
+	apply_settings();
 	SetConfigOption("application_name", "pgcrypt_at_rest worker", PGC_USERSET, PGC_S_SESSION);
 
 	worker_context = AllocSetContextCreate(TopMemoryContext, "pgcrypt_at_rest worker",
@@ -311,8 +370,21 @@ pcar_worker_main(Datum main_arg)
 	memset(&state, 0, sizeof(state));
 	state.loop_context = AllocSetContextCreate(worker_context, "pgcrypt_at_rest worker turn",
 											   ALLOCSET_DEFAULT_SIZES);
+	state.visit_started_at = GetCurrentTimestamp();
+	state.last_policy_check = memo.policies_checked_at;
+	state.pass.next_at = memo.pass_due_at;
+	state.pass.idle_passes = memo.idle_passes;
+	state.waiting_policies_logged_at = memo.blocked_policies_logged_at;
 	pcar_drain_state_init(&state.drain, worker_context);
+	state.drain.in_worker = true;
 	pcar_destruction_rounds_init(&state.rounds, worker_context);
+
+	/* work signalled before this visit began is this visit's */
+	if (pcar_shared_take_work_signal(dboid))
+	{
+		state.pass.next_at = 0;
+		state.last_policy_check = 0;
+	}
 
 	for (;;)
 	{
@@ -326,20 +398,25 @@ pcar_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			apply_settings();
 		}
 		MemoryContextSwitchTo(state.loop_context);
 		MemoryContextReset(state.loop_context);
 		state.rotated = false;
 		state.destroyed = NIL;
+		state.drain.statement_timeout_ms = pcar_worker_statement_timeout;
+		state.drain.naptime_seconds = pcar_worker_naptime;
 
 		if (in_transaction(check_installed, &state, "checking the extension") != NULL)
 			proc_exit(1);
 		if (!state.installed)
-			proc_exit(0);		/* the launcher asks again a nap later */
+			leave(&state, dboid, true); /* the launcher comes back later */
 
 		if (!pcar_worker_enabled)
 		{
 			pgstat_report_activity(STATE_IDLE, "paused: pgcrypt_at_rest.worker_enabled is off");
+			if (should_leave(&state, GetCurrentTimestamp()))
+				leave(&state, dboid, false);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 pcar_worker_naptime * 1000L, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
@@ -351,16 +428,21 @@ pcar_worker_main(Datum main_arg)
 			if (steps[i].due(&state, now))
 				run_step(&steps[i], &state);
 
+		if (should_leave(&state, GetCurrentTimestamp()))
+			leave(&state, dboid, false);
+
 		ms = sleep_ms(&state);
 		if (ms > 0)
 		{
-			int			events = WaitLatch(MyLatch,
-										   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-										   ms, PG_WAIT_EXTENSION);
-
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 ms, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
-			if (events & WL_LATCH_SET)
-				state.pass.next_at = 0; /* rotate_keyring() or the like: work to do */
+		}
+		/* rotate_keyring() or the like: work to do (the launcher's wake-ups are not) */
+		if (pcar_shared_take_work_signal(dboid))
+		{
+			state.pass.next_at = 0;
+			state.last_policy_check = 0;
 		}
 	}
 }
