@@ -16,6 +16,7 @@
 
 char	   *pcar_server_key_file = NULL;
 char	   *pcar_server_key_command = NULL;
+int			pcar_server_key_command_timeout = 30;
 bool		pcar_worker_enabled = true;
 int			pcar_worker_naptime = 60;
 int			pcar_rotation_batch_size = 500;
@@ -45,6 +46,16 @@ pcar_define_gucs(void)
 							   PGC_POSTMASTER,
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+
+	/* below pg_ctl's default wait of 60 s: a hung KMS is reported, not waited out */
+	DefineCustomIntVariable("pgcrypt_at_rest.server_key_command_timeout",
+							"How long the server secret command may run before it is killed.",
+							"The server then starts without a secret.",
+							&pcar_server_key_command_timeout,
+							30, 1, INT_MAX / 1000,
+							PGC_POSTMASTER,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("pgcrypt_at_rest.worker_enabled",
 							 "Whether rotation workers drain, destroy and apply policies.",

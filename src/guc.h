@@ -7,6 +7,7 @@
 
 extern char *pcar_server_key_file;
 extern char *pcar_server_key_command;
+extern int	pcar_server_key_command_timeout;	/* seconds */
 extern bool pcar_worker_enabled;
 extern int	pcar_worker_naptime;		/* seconds */
 extern int	pcar_rotation_batch_size;	/* rows */

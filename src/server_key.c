@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -170,107 +171,246 @@ read_secret_file(const char *path, char *buf, ssize_t *len)
 }
 
 /*
- * Runs the command with "sh -c", its output on a pipe.  The child gets the
- * default signal dispositions and an empty mask (the postmaster blocks and
- * ignores some while it starts), and is killed if it has not finished after
- * SECRET_COMMAND_TIMEOUT_MS: a hung KMS must not hang the server's start.
+ * The secret command runs as "sh -c" in a process group of its own, with
+ * only three descriptors: /dev/null as stdin, a pipe as stdout, and the
+ * postmaster's stderr.  The postmaster reads the pipe until sh has exited,
+ * not until end of file: a background child (a KMS agent that daemonizes)
+ * may hold the pipe open for as long as it lives.  A command still running
+ * after pgcrypt_at_rest.server_key_command_timeout is killed with its whole
+ * group, children included; the timeout is below pg_ctl's default wait, so
+ * that a hung KMS is reported rather than making the start fail.
  */
-#define SECRET_COMMAND_TIMEOUT_MS	60000
+
+/* How often sh is checked for having exited while the pipe is quiet. */
+#define SECRET_COMMAND_POLL_MS	20
+
+/*
+ * Opens /dev/null on any of descriptors 0 to 2 that is closed, so that the
+ * pipe never takes one of them (the child's dup2() calls would clobber it).
+ */
+static bool
+fill_closed_stdio(void)
+{
+	for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++)
+	{
+		int			null_fd;
+
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		/* the lowest free descriptor: fd */
+		null_fd = open("/dev/null", O_RDWR);
+		if (null_fd < 0)
+			return false;
+		Assert(null_fd == fd);
+	}
+	return true;
+}
+
+static void exec_secret_command(const char *command, int out_fd) pg_attribute_noreturn();
+
+/* In the forked child: sets up the process and runs the command. */
+static void
+exec_secret_command(const char *command, int out_fd)
+{
+	sigset_t	none;
+	int			null_fd;
+
+	/* its own group, so that a timeout kills whatever it started too */
+	(void) setpgid(0, 0);
+
+	/* the postmaster blocks and ignores some signals while it starts */
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+
+	/* out_fd > 2 (fill_closed_stdio): dup2() clears FD_CLOEXEC on the copy */
+	if (dup2(out_fd, STDOUT_FILENO) < 0)
+		_exit(127);
+	null_fd = open("/dev/null", O_RDONLY);
+	if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0)
+		_exit(127);
+
+	/*
+	 * Our own descriptors are close-on-exec; this also closes whatever the
+	 * postmaster inherited from the process that started it.
+	 */
+#ifdef SYS_close_range
+	if (syscall(SYS_close_range, STDERR_FILENO + 1, ~0U, 0) != 0)
+#endif
+	{
+		long		max_fd = sysconf(_SC_OPEN_MAX);
+
+		for (long fd = STDERR_FILENO + 1; fd < (max_fd > 0 ? max_fd : 1024); fd++)
+			close((int) fd);
+	}
+
+	execl("/bin/sh", "sh", "-c", command, (char *) NULL);
+	_exit(127);
+}
+
+/*
+ * Reads what the pipe holds now.  The first SECRET_READ_BYTES bytes are kept
+ * in buf; more is read and dropped while keep_reading, so that the command
+ * never blocks on a full pipe.  Returns 1 at end of file, 0 when nothing
+ * more is readable (or buf is full and !keep_reading), -1 on error.
+ */
+static int
+read_available(int fd, char *buf, size_t *total, bool keep_reading)
+{
+	char		discard[256];
+
+	for (;;)
+	{
+		ssize_t		n;
+
+		if (*total < SECRET_READ_BYTES)
+			n = read(fd, buf + *total, SECRET_READ_BYTES - *total);
+		else if (keep_reading)
+		{
+			n = read(fd, discard, sizeof(discard));
+			pcar_wipe(discard, sizeof(discard));
+		}
+		else
+			return 0;
+
+		if (n > 0)
+		{
+			*total = Min(*total + n, (size_t) SECRET_READ_BYTES);
+			/* one excess read at a time: a fast writer must not hold us */
+			if (*total == SECRET_READ_BYTES && keep_reading)
+				return 0;
+			continue;
+		}
+		if (n == 0)
+			return 1;
+		if (errno == EINTR)
+			continue;
+		return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
+	}
+}
+
+/* Kills the command's whole group and reaps sh. */
+static void
+kill_secret_command(pid_t child)
+{
+	int			status;
+
+	if (kill(-child, SIGKILL) != 0)
+		(void) kill(child, SIGKILL);	/* the group does not exist yet */
+	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+		;
+}
 
 static bool
 read_secret_command(const char *command, char *buf, ssize_t *len)
 {
 	int			fds[2];
 	pid_t		child;
-	int			status;
+	int			status = 0;
 	size_t		total = 0;
-	bool		timed_out = false;
+	bool		at_eof = false;
+	bool		reaped = false;
+	bool		failed = false; /* the problem is set */
 	TimestampTz deadline;
 
-	if (pipe(fds) != 0)
+	if (!fill_closed_stdio())
+	{
+		set_problem("could not open /dev/null for pgcrypt_at_rest.server_key_command: %m");
+		return false;
+	}
+	if (pipe2(fds, O_CLOEXEC) != 0)
 	{
 		set_problem("could not create a pipe for pgcrypt_at_rest.server_key_command: %m");
+		return false;
+	}
+	/* the read end only: the write end is the command's stdout */
+	if (fcntl(fds[0], F_SETFL, O_NONBLOCK) != 0)
+	{
+		set_problem("could not create a pipe for pgcrypt_at_rest.server_key_command: %m");
+		close(fds[0]);
+		close(fds[1]);
 		return false;
 	}
 	fflush(NULL);
 	child = fork();
 	if (child < 0)
 	{
-		int			save_errno = errno;
-
+		set_problem("could not run pgcrypt_at_rest.server_key_command: %m");
 		close(fds[0]);
 		close(fds[1]);
-		errno = save_errno;
-		set_problem("could not run pgcrypt_at_rest.server_key_command: %m");
 		return false;
 	}
 	if (child == 0)
-	{
-		sigset_t	none;
-
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		for (int sig = 1; sig < NSIG; sig++)
-			signal(sig, SIG_DFL);
-		close(fds[0]);
-		if (dup2(fds[1], STDOUT_FILENO) < 0)
-			_exit(127);
-		execl("/bin/sh", "sh", "-c", command, (char *) NULL);
-		_exit(127);
-	}
+		exec_secret_command(command, fds[1]);
 	close(fds[1]);
+	/* here too, so that the group exists even before the child has run */
+	(void) setpgid(child, child);
 
-	deadline = GetCurrentTimestamp() + (TimestampTz) SECRET_COMMAND_TIMEOUT_MS * 1000;
+	deadline = GetCurrentTimestamp() +
+		(TimestampTz) pcar_server_key_command_timeout * USECS_PER_SEC;
 	for (;;)
 	{
 		struct pollfd pfd = {.fd = fds[0],.events = POLLIN};
-		long		remaining_ms = (deadline - GetCurrentTimestamp()) / 1000;
-		char		discard[256];
-		ssize_t		n;
+		pid_t		waited = waitpid(child, &status, WNOHANG);
+		long		remaining_ms;
 		int			rc;
 
-		if (remaining_ms <= 0)
-		{
-			timed_out = true;
-			break;
-		}
-		rc = poll(&pfd, 1, (int) Min(remaining_ms, INT_MAX));
-		if (rc < 0 && errno == EINTR)
-			continue;
-		if (rc <= 0)
-			continue;
-		/* keep the first bytes; read and drop the rest so the child never blocks */
-		if (total < SECRET_READ_BYTES)
-			n = read(fds[0], buf + total, SECRET_READ_BYTES - total);
-		else
-		{
-			n = read(fds[0], discard, sizeof(discard));
-			pcar_wipe(discard, sizeof(discard));
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		total = Min(total + n, (size_t) SECRET_READ_BYTES);
-	}
-	close(fds[0]);
-	if (timed_out)
-		kill(child, SIGKILL);
-	while (waitpid(child, &status, 0) < 0)
-	{
-		if (errno != EINTR)
+		if (waited < 0 && errno != EINTR)
 		{
 			set_problem("could not wait for pgcrypt_at_rest.server_key_command: %m");
-			return false;
+			failed = true;
+			break;
 		}
-	}
+		if (waited == child)
+		{
+			/*
+			 * What sh and its foreground commands printed is in the pipe now;
+			 * take it without waiting for an end of file that a background
+			 * child may hold back.
+			 */
+			reaped = true;
+			if (read_available(fds[0], buf, &total, false) < 0)
+			{
+				set_problem("could not read the output of pgcrypt_at_rest.server_key_command: %m");
+				failed = true;
+			}
+			break;
+		}
 
-	if (timed_out)
-	{
-		set_problem("pgcrypt_at_rest.server_key_command did not finish within %d seconds",
-					SECRET_COMMAND_TIMEOUT_MS / 1000);
-		return false;
+		remaining_ms = (deadline - GetCurrentTimestamp()) / 1000;
+		if (remaining_ms <= 0)
+		{
+			set_problem("pgcrypt_at_rest.server_key_command timed out after %ds (pgcrypt_at_rest.server_key_command_timeout) and was killed with its process group",
+						pcar_server_key_command_timeout);
+			failed = true;
+			break;
+		}
+		if (at_eof)
+		{
+			/* sh closed its stdout but runs on */
+			pg_usleep(Min(remaining_ms, SECRET_COMMAND_POLL_MS) * 1000L);
+			continue;
+		}
+		rc = poll(&pfd, 1, (int) Min(remaining_ms, SECRET_COMMAND_POLL_MS));
+		if (rc > 0)
+			rc = read_available(fds[0], buf, &total, true);
+		else if (rc < 0 && errno == EINTR)
+			rc = 0;
+		if (rc < 0)
+		{
+			set_problem("could not read the output of pgcrypt_at_rest.server_key_command: %m");
+			failed = true;
+			break;
+		}
+		at_eof = (rc == 1);
 	}
+	close(fds[0]);
+	if (!reaped)
+		kill_secret_command(child);
+	if (failed)
+		return false;
+
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 	{
 		set_problem("pgcrypt_at_rest.server_key_command failed: %s",
