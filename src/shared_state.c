@@ -604,7 +604,11 @@ pcar_xact_callback(XactEvent event, void *arg)
 	/* counts the worker took out are in data_key now, or go back */
 	if (event == XACT_EVENT_ABORT)
 		for (int i = 0; i < taken.n; i++)
-			pending.counts[pending_slot(&pending, taken.key_ids[i])] += taken.counts[i];
+		{
+			int			slot = pending_slot(&pending, taken.key_ids[i]);	/* may grow the arrays */
+
+			pending.counts[slot] += taken.counts[i];
+		}
 	taken.n = 0;
 
 	/* aborted encryptions count too: the nonces were used all the same */
@@ -725,6 +729,10 @@ pcar_shared_take_encryptions(Oid dboid, int32 *key_ids, uint64 *counts, int max)
 
 	/* until this transaction commits, they are ours to give back */
 	for (int i = 0; i < n; i++)
-		taken.counts[pending_slot(&taken, key_ids[i])] += counts[i];
+	{
+		int			slot = pending_slot(&taken, key_ids[i]);	/* may grow the arrays */
+
+		taken.counts[slot] += counts[i];
+	}
 	return n;
 }
