@@ -58,6 +58,7 @@ PG_FUNCTION_INFO_V1(pcar_drain);
 PG_FUNCTION_INFO_V1(pcar_destroy_drained_keys_sql);
 PG_FUNCTION_INFO_V1(pcar_confirm_restore);
 PG_FUNCTION_INFO_V1(pcar_rows_under_key);
+PG_FUNCTION_INFO_V1(pcar_destroy_key_sql);
 
 /*
  * The functions are not STRICT: a NULL value gives NULL, but a NULL keyring
@@ -500,6 +501,23 @@ pcar_rows_under_key(PG_FUNCTION_ARGS)
 		c += n;
 	}
 	return (Datum) 0;
+}
+
+/*
+ * Destroys a deprecated key now, even one values still need, when told how
+ * many values become unreadable (see key_destruction.c).
+ */
+Datum
+pcar_destroy_key_sql(PG_FUNCTION_ARGS)
+{
+	require_not_null(fcinfo, 0, "key_id");
+	if (!PG_ARGISNULL(1) && PG_GETARG_INT64(1) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unreadable_values must not be negative")));
+	pcar_store_require_current_schema();
+	PG_RETURN_INT64(pcar_destroy_key(PG_GETARG_INT32(0), !PG_ARGISNULL(1),
+									 PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1)));
 }
 
 /* After a restore: its keys may be destroyed once drained, like any other. */
