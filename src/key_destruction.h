@@ -33,4 +33,11 @@ extern List *pcar_destruction_step(PcarDestructionRounds *rounds);
 /* SQL: the same protocol, waiting for older transactions; returns destroyed ids. */
 extern List *pcar_destroy_drained_keys(void);
 
+/*
+ * SQL: destroys a deprecated key now, after the same wait and final count.
+ * If values remain under it (total), or some columns cannot be counted, only
+ * when given is true and unreadable_values equals the total; returns it.
+ */
+extern int64 pcar_destroy_key(int32 key_id, bool given, int64 unreadable_values);
+
 #endif							/* PCAR_KEY_DESTRUCTION_H */

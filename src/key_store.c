@@ -494,6 +494,36 @@ pcar_store_destroy_key(int32 key_id)
 	pcar_spi_end(&session);
 }
 
+bool
+pcar_store_key_status(int32 key_id, bool lock, PcarKeyStatus *status, char *keyring)
+{
+	PcarSpiSession session;
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(key_id)};
+	bool		found;
+
+	pcar_spi_begin(&session);
+	pcar_spi_execute(lock ?
+					 "SELECT k.status, r.name FROM " PCAR_SCHEMA ".data_key k"
+					 " JOIN " PCAR_SCHEMA ".keyring r ON r.id" PCAR_EQ "k.keyring_id"
+					 " WHERE k.id" PCAR_EQ "$1 FOR UPDATE OF k" :
+					 "SELECT k.status, r.name FROM " PCAR_SCHEMA ".data_key k"
+					 " JOIN " PCAR_SCHEMA ".keyring r ON r.id" PCAR_EQ "k.keyring_id"
+					 " WHERE k.id" PCAR_EQ "$1",
+					 SPI_OK_SELECT, 1, types, values);
+	found = SPI_processed == 1;
+	if (found)
+	{
+		char	   *text = pcar_spi_text(0, 1);
+
+		*status = strcmp(text, "active") == 0 ? PCAR_KEY_ACTIVE :
+			strcmp(text, "deprecated") == 0 ? PCAR_KEY_DEPRECATED : PCAR_KEY_DESTROYED;
+		strlcpy(keyring, pcar_spi_text(0, 2), NAMEDATALEN);
+	}
+	pcar_spi_end(&session);
+	return found;
+}
+
 void
 pcar_store_deprecate_key(int32 key_id)
 {

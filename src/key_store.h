@@ -81,6 +81,13 @@ extern bool pcar_store_set_drained(int32 key_id, bool drained, int grace_seconds
 extern void pcar_store_destroy_key(int32 key_id);
 extern void pcar_store_deprecate_key(int32 key_id);
 
+/*
+ * A key's status and keyring (NAMEDATALEN bytes); false when no key has
+ * this id.  With lock, its row stays locked (FOR UPDATE) until the
+ * transaction ends.  Needs no server secret.
+ */
+extern bool pcar_store_key_status(int32 key_id, bool lock, PcarKeyStatus *status, char *keyring);
+
 /* Rotation policies */
 extern void pcar_store_alter_keyring(const char *keyring, Datum rotate_after, bool rotate_after_null,
 									 int64 max_encryptions, bool max_encryptions_null);

@@ -20,12 +20,14 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "ciphertext.h"
 #include "context_expression.h"
 #include "drain.h"
+#include "encrypted_columns.h"
 #include "encrypted_type.h"
 #include "encrypted_values.h"
 #include "key_cache.h"
@@ -37,6 +39,7 @@
 #include "shared_state.h"
 #include "sodium_provider.h"
 #include "sql_functions.h"
+#include "value_census.h"
 
 PG_FUNCTION_INFO_V1(pcar_encrypt_text);
 PG_FUNCTION_INFO_V1(pcar_encrypt_bytea);
@@ -55,6 +58,8 @@ PG_FUNCTION_INFO_V1(pcar_drain);
 PG_FUNCTION_INFO_V1(pcar_destroy_drained_keys_sql);
 PG_FUNCTION_INFO_V1(pcar_confirm_restore);
 PG_FUNCTION_INFO_V1(pcar_worker_databases);
+PG_FUNCTION_INFO_V1(pcar_rows_under_key);
+PG_FUNCTION_INFO_V1(pcar_destroy_key_sql);
 
 /*
  * The functions are not STRICT: a NULL value gives NULL, but a NULL keyring
@@ -460,6 +465,90 @@ pcar_worker_databases(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/* One row of rows_under_key(): tid and count NULL for a column it cannot read. */
+static void
+put_row_under_key(const PcarColumn *column, ItemPointer tid, int32 values, void *arg)
+{
+	ReturnSetInfo *rsinfo = arg;
+	char	   *attname = get_attname(column->relid, column->attnum, true);
+	NameData	name;
+	Datum		row[4];
+	bool		nulls[4] = {false, false, tid == NULL, tid == NULL};
+
+	if (attname == NULL)
+		return;					/* dropped since the catalogs were read */
+	namestrcpy(&name, attname);
+	pfree(attname);
+	row[0] = ObjectIdGetDatum(column->relid);
+	row[1] = NameGetDatum(&name);
+	row[2] = tid ? PointerGetDatum(tid) : (Datum) 0;
+	row[3] = Int32GetDatum(values);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
+}
+
+/*
+ * Where the values under a key are: every row the caller's snapshot sees
+ * with such a value, per column, and how many values it holds there.  Read
+ * from the heaps, as the counts before destruction are: no user code runs,
+ * and nothing but locations and counts comes out.  A column that cannot be
+ * read (foreign or temporary table, range over encrypted, a table of
+ * another access method) gives one row without a tid: it may hold some.
+ */
+Datum
+pcar_rows_under_key(PG_FUNCTION_ARGS)
+{
+	int32		key_id = PG_GETARG_INT32(0);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			ncolumns;
+	PcarColumn *columns;
+	PcarColumn *readable;
+	const char *reason;
+
+	InitMaterializedSRF(fcinfo, 0);
+	columns = pcar_encrypted_columns(&ncolumns);
+	readable = palloc(sizeof(PcarColumn) * Max(ncolumns, 1));
+	for (int c = 0; c < ncolumns;)
+	{
+		int			n = 1;
+		int			nreadable = 0;
+
+		/* the table's columns, read in one scan; those that cannot be read said so */
+		while (c + n < ncolumns && columns[c + n].relid == columns[c].relid)
+			n++;
+		for (int j = 0; j < n; j++)
+		{
+			if (pcar_column_is_readable(&columns[c + j], &reason))
+				readable[nreadable++] = columns[c + j];
+			else
+				put_row_under_key(&columns[c + j], NULL, 0, rsinfo);
+		}
+		if (nreadable > 0 &&
+			pcar_census_rows(readable, nreadable, key_id, GetActiveSnapshot(),
+							 put_row_under_key, rsinfo) == PCAR_CENSUS_UNSUPPORTED)
+			for (int j = 0; j < nreadable; j++)
+				put_row_under_key(&readable[j], NULL, 0, rsinfo);
+		c += n;
+	}
+	return (Datum) 0;
+}
+
+/*
+ * Destroys a deprecated key now, even one values still need, when told how
+ * many values become unreadable (see key_destruction.c).
+ */
+Datum
+pcar_destroy_key_sql(PG_FUNCTION_ARGS)
+{
+	require_not_null(fcinfo, 0, "key_id");
+	if (!PG_ARGISNULL(1) && PG_GETARG_INT64(1) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unreadable_values must not be negative")));
+	pcar_store_require_current_schema();
+	PG_RETURN_INT64(pcar_destroy_key(PG_GETARG_INT32(0), !PG_ARGISNULL(1),
+									 PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1)));
 }
 
 /* After a restore: its keys may be destroyed once drained, like any other. */

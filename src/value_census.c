@@ -16,6 +16,10 @@
  * Scanning every version also catches a row that an UPDATE moves behind
  * the scan while it runs: its old version is still there, not yet dead to
  * this transaction's own snapshot.
+ *
+ * pcar_census_rows() reads a table the same way for rows_under_key(): the
+ * rows of one key, located by tid, in the caller's snapshot.  It tells
+ * where values are and how many, never what they hold.
  */
 #include "postgres.h"
 
@@ -159,6 +163,72 @@ pcar_census_table(const PcarColumn *columns, int ncolumns, const int32 *key_ids,
 	if (mode == PCAR_CENSUS_VISIBLE)
 		UnregisterSnapshot(snapshot);
 	/* held to the end of the transaction: see pcar_census_table() */
+	table_close(rel, NoLock);
+	MemoryContextDelete(per_tuple);
+	return result;
+}
+
+PcarCensusResult
+pcar_census_rows(const PcarColumn *columns, int ncolumns, int32 key_id, Snapshot snapshot,
+				 PcarRowVisitor visit, void *arg)
+{
+	PcarCensusResult result = PCAR_CENSUS_COUNTED;
+	Relation	rel = open_for_census(columns[0].relid, true, &result);
+	MemoryContext per_tuple;
+	MemoryContext caller = CurrentMemoryContext;
+	PcarValueWalk *walk;
+	TableScanDesc scan;
+	HeapTuple	tuple;
+	int64	   *counts;
+	CensusCell *cells;
+
+	if (rel == NULL)
+		return result;
+
+	walk = pcar_value_walk_create();
+	counts = palloc(sizeof(int64) * ncolumns);
+	cells = palloc(sizeof(CensusCell) * ncolumns);
+	for (int c = 0; c < ncolumns; c++)
+	{
+		cells[c].key_ids = &key_id;
+		cells[c].nkeys = 1;
+		cells[c].counts = &counts[c];
+	}
+	per_tuple = AllocSetContextCreate(CurrentMemoryContext, "pgcrypt_at_rest rows under a key",
+									  ALLOCSET_DEFAULT_SIZES);
+
+	snapshot = RegisterSnapshot(snapshot);
+	scan = table_beginscan(rel, snapshot, 0, NULL);
+	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		CHECK_FOR_INTERRUPTS();
+		MemoryContextSwitchTo(per_tuple);
+		for (int c = 0; c < ncolumns; c++)
+		{
+			TupleDesc	desc = RelationGetDescr(rel);
+			bool		isnull;
+			Datum		value;
+
+			counts[c] = 0;
+			/* dropped since the catalogs were read */
+			if (columns[c].attnum > desc->natts ||
+				TupleDescAttr(desc, columns[c].attnum - 1)->attisdropped)
+				continue;
+			value = heap_getattr(tuple, columns[c].attnum, desc, &isnull);
+			if (!isnull)
+				pcar_visit_key_ids(walk, value, TupleDescAttr(desc, columns[c].attnum - 1)->atttypid,
+								   count_key_id, &cells[c]);
+		}
+		/* the visitor's results outlive this row */
+		MemoryContextSwitchTo(caller);
+		for (int c = 0; c < ncolumns; c++)
+			if (counts[c] > 0)
+				visit(&columns[c], &tuple->t_self, (int32) counts[c], arg);
+		MemoryContextReset(per_tuple);
+	}
+	table_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	/* held to the end of the transaction, as a SELECT holds it */
 	table_close(rel, NoLock);
 	MemoryContextDelete(per_tuple);
 	return result;

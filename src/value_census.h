@@ -5,6 +5,9 @@
 #ifndef PCAR_VALUE_CENSUS_H
 #define PCAR_VALUE_CENSUS_H
 
+#include "storage/itemptr.h"
+#include "utils/snapshot.h"
+
 #include "encrypted_columns.h"
 
 typedef enum PcarCensusMode
@@ -31,5 +34,15 @@ typedef enum PcarCensusResult
 extern PcarCensusResult pcar_census_table(const PcarColumn *columns, int ncolumns,
 										  const int32 *key_ids, int nkeys, int64 *counts,
 										  PcarCensusMode mode, bool wait);
+
+/*
+ * Calls visit for every row of columns[0]'s table that the snapshot sees
+ * and whose column columns[c] holds values under key_id: with the column,
+ * the row's tid and how many values.  Waits for the table's lock (ACCESS
+ * SHARE, held until the transaction ends), as a SELECT would.
+ */
+typedef void (*PcarRowVisitor) (const PcarColumn *column, ItemPointer tid, int32 values, void *arg);
+extern PcarCensusResult pcar_census_rows(const PcarColumn *columns, int ncolumns, int32 key_id,
+										 Snapshot snapshot, PcarRowVisitor visit, void *arg);
 
 #endif							/* PCAR_VALUE_CENSUS_H */
