@@ -518,9 +518,7 @@ reencrypt_batch(const PcarDrainState *state, const PcarColumn *column, ItemPoint
 	if (nusable == 0)
 		return 0;
 
-	if (!state->in_worker)
-		LockRelationOid(column->relid, RowExclusiveLock);
-	else if (!ConditionalLockRelationOid(column->relid, RowExclusiveLock))
+	if (!pcar_lock_table(column->relid, RowExclusiveLock, !state->in_worker))
 	{
 		*busy = true;
 		return 0;
@@ -736,6 +734,13 @@ pcar_drain_batch(PcarDrainState *state, PcarDrainResult *result, List *exclude_k
 	}
 	keys = load_drain_keys(exclude_keys, &nkeys);
 	pcar_pass_read(&cursor);
+	/* the worker's pass in progress may be past some tables: start over */
+	if (state->new_pass && cursor.exists)
+	{
+		cursor.exists = false;
+		pcar_pass_write(&cursor, false);
+	}
+	state->new_pass = false;
 	if (nkeys == 0)
 	{
 		if (cursor.exists)
@@ -799,8 +804,16 @@ pcar_drain_batch(PcarDrainState *state, PcarDrainResult *result, List *exclude_k
 				record_batch(&columns[c], keys, nkeys);
 				/* the pass goes on; its count at the end finds what was left */
 				if (busy)
+				{
 					note_on_keys(columns[c].relid, columns[c].attnum, keys, nkeys,
 								 "the table was locked by another transaction: retried at the next pass");
+					if (!state->in_worker)
+						ereport(WARNING,
+								(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+								 errmsg("could not re-encrypt table \"%s\": another session kept it locked past lock_timeout",
+										get_rel_name(columns[c].relid) ? get_rel_name(columns[c].relid) : "?"),
+								 errhint("Its values stay under their key until a later pass.")));
+				}
 				else if (list_member_oid(failing_relids, columns[c].relid))
 					pcar_failure_forget(columns[c].relid);
 				for (int k = 0; k < nkeys; k++)

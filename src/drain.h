@@ -38,6 +38,7 @@ typedef struct PcarDrainState
 	 * drain() waits, tries every table, and warns.
 	 */
 	bool		in_worker;
+	bool		new_pass;		/* drain(): start a pass of its own, even mid-pass */
 	int			statement_timeout_ms;	/* 0: none */
 	int			naptime_seconds;	/* the backoff's unit */
 } PcarDrainState;

@@ -95,10 +95,7 @@ round_waits_over(Round *round, bool wait)
 static bool
 lock_for_count(Oid relid, bool wait)
 {
-	if (!wait)
-		return ConditionalLockRelationOid(relid, AccessShareLock);
-	LockRelationOid(relid, AccessShareLock);
-	return true;
+	return pcar_lock_table(relid, AccessShareLock, wait);
 }
 
 /*

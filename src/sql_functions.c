@@ -411,6 +411,7 @@ pcar_drain(PG_FUNCTION_ARGS)
 
 	pcar_store_require_current_schema();
 	pcar_drain_state_init(&state, CurrentMemoryContext);
+	state.new_pass = true;
 	do
 	{
 		CHECK_FOR_INTERRUPTS();

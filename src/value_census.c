@@ -27,6 +27,7 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/pg_am.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
@@ -35,6 +36,7 @@
 #include "storage/procarray.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
 #include "encrypted_values.h"
@@ -57,15 +59,52 @@ count_key_id(int32 key_id, void *arg)
 			cell->counts[k]++;
 }
 
+bool
+pcar_lock_table(Oid relid, LOCKMODE mode, bool wait)
+{
+	MemoryContext context = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool locked = true;
+
+	if (ConditionalLockRelationOid(relid, mode))
+		return true;
+	if (!wait)
+		return false;
+
+	/* a lock granted in a subtransaction that commits stays the transaction's */
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(context);
+	PG_TRY();
+	{
+		LockRelationOid(relid, mode);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *error;
+
+		MemoryContextSwitchTo(context);
+		error = CopyErrorData();
+		if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		FreeErrorData(error);
+		locked = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(context);
+	CurrentResourceOwner = owner;
+	return locked;
+}
+
 /* Opens the table with AccessShareLock, or says why it cannot be counted. */
 static Relation
 open_for_census(Oid relid, bool wait, PcarCensusResult *result)
 {
 	Relation	rel;
 
-	if (wait)
-		LockRelationOid(relid, AccessShareLock);
-	else if (!ConditionalLockRelationOid(relid, AccessShareLock))
+	if (!pcar_lock_table(relid, AccessShareLock, wait))
 	{
 		*result = PCAR_CENSUS_BUSY;
 		return NULL;

@@ -5,6 +5,8 @@
 #ifndef PCAR_VALUE_CENSUS_H
 #define PCAR_VALUE_CENSUS_H
 
+#include "storage/lockdefs.h"
+
 #include "storage/itemptr.h"
 #include "utils/snapshot.h"
 
@@ -44,5 +46,12 @@ extern PcarCensusResult pcar_census_table(const PcarColumn *columns, int ncolumn
 typedef void (*PcarRowVisitor) (const PcarColumn *column, ItemPointer tid, int32 values, void *arg);
 extern PcarCensusResult pcar_census_rows(const PcarColumn *columns, int ncolumns, int32 key_id,
 										 Snapshot snapshot, PcarRowVisitor visit, void *arg);
+
+/*
+ * Locks a table, true once it is; false if another session holds it and
+ * either !wait, or the wait ran past lock_timeout (the drain and the counts
+ * treat that as a table they cannot get to now, not as their own failure).
+ */
+extern bool pcar_lock_table(Oid relid, LOCKMODE mode, bool wait);
 
 #endif							/* PCAR_VALUE_CENSUS_H */
