@@ -239,8 +239,9 @@ pcar_launcher_main(Datum main_arg)
 
 		to_start = palloc(sizeof(Oid) * PCAR_MAX_DATABASES);
 		newly_waiting = palloc(sizeof(Oid) * PCAR_MAX_DATABASES);
-		nstart = pcar_shared_schedule(now, naptime_ms, pcar_max_workers, to_start,
-									  newly_waiting, &nwaiting);
+		nstart = pcar_shared_schedule(now, naptime_ms, pcar_max_workers,
+									  (int) hash_get_num_entries(started_workers),
+									  to_start, newly_waiting, &nwaiting);
 		for (int i = 0; i < nstart; i++)
 			if (!start_worker(to_start[i]))
 				pcar_shared_start_failed(to_start[i], now);

@@ -225,8 +225,8 @@ compare_due(const void *a, const void *b)
 }
 
 int
-pcar_shared_schedule(TimestampTz now, int naptime_ms, int max_workers, Oid *to_start,
-					 Oid *newly_waiting, int *nnewly_waiting)
+pcar_shared_schedule(TimestampTz now, int naptime_ms, int max_workers, int live_workers,
+					 Oid *to_start, Oid *newly_waiting, int *nnewly_waiting)
 {
 	DueDatabase *due = palloc(sizeof(DueDatabase) * PCAR_MAX_DATABASES);
 	int			ndue = 0;
@@ -268,6 +268,8 @@ pcar_shared_schedule(TimestampTz now, int naptime_ms, int max_workers, Oid *to_s
 		ndue++;
 	}
 	qsort(due, ndue, sizeof(DueDatabase), compare_due);
+	/* a worker that has left holds its slot until the postmaster reaps it */
+	running = Max(running, live_workers);
 
 	for (int d = 0; d < ndue; d++)
 	{

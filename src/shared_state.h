@@ -44,14 +44,16 @@ extern void pcar_shared_sync_databases(const Oid *dboids, int count);
 
 /*
  * Picks the databases to start a worker for now, at most max_workers
- * running in all, and marks them starting; the others that are due wait,
+ * running in all (live_workers: those the launcher started that have not
+ * ended yet, leaving ones included), and marks them starting; the others that are due wait,
  * signalled work first, then the longest waiting.  Returns how many to
  * start (in to_start), and in newly_waiting the databases that have just
  * waited a nap (each once per wait, to be logged).  Both arrays hold
  * PCAR_MAX_DATABASES.
  */
 extern int	pcar_shared_schedule(TimestampTz now, int naptime_ms, int max_workers,
-								 Oid *to_start, Oid *newly_waiting, int *nnewly_waiting);
+								 int live_workers, Oid *to_start, Oid *newly_waiting,
+								 int *nnewly_waiting);
 /* The worker could not be registered: the database waits, first in line. */
 extern void pcar_shared_start_failed(Oid dboid, TimestampTz now);
 /* The registered worker ended before it ran. */

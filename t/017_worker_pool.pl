@@ -1,5 +1,6 @@
 # Twenty databases with the extension on a server with the default eight
-# background worker slots: the launcher runs at most
+# background worker slots (small batches with pauses, so that draining a
+# database takes longer than a nap): the launcher runs at most
 # pgcrypt_at_rest.max_workers (3) workers at once, and every database gets
 # its turn.  Each database has a deprecated key over values: all of them
 # drain and their old keys are destroyed.  Meanwhile rotation_workers shows
@@ -16,6 +17,7 @@ use PcarTestUtils;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 
 my $ndb = 20;
 my ($node) = preloaded_node(
@@ -24,7 +26,8 @@ max_worker_processes = 8
 pgcrypt_at_rest.max_workers = 3
 pgcrypt_at_rest.worker_naptime = '1s'
 pgcrypt_at_rest.destroy_grace = 0
-pgcrypt_at_rest.rotation_delay = 0
+pgcrypt_at_rest.rotation_batch_size = 50
+pgcrypt_at_rest.rotation_delay = '300ms'
 pgcrypt_at_rest.worker_enabled = off
 });
 $node->start;
