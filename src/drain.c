@@ -36,16 +36,17 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/itemptr.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
-#include "utils/lsyscache.h"
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
@@ -609,10 +610,16 @@ static char *
 report_table_failure(const PcarDrainState *state, Oid relid, const ErrorData *error)
 {
 	char	   *name = get_rel_name(relid);
-	char	   *message = psprintf("could not re-encrypt table \"%s\": %s",
-								   name ? name : "(dropped)", error->message);
+	int			length = strlen(error->message);
+	char	   *message;
 	const char *hint;
 	bool		report;
+
+	/* the owner's text: kept short, it goes to a table and the log at each failure */
+	length = pg_mbcliplen(error->message, length, Min(length, 1000));
+	message = psprintf("could not re-encrypt table \"%s\": %.*s%s",
+					   name ? name : "(dropped)", length, error->message,
+					   error->message[length] ? "..." : "");
 
 	if (refused_here(error) && error->hint)
 		hint = error->hint;

@@ -26,9 +26,9 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
-#include "utils/timeout.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -229,6 +229,8 @@ in_transaction(void (*function) (WorkerState *state), WorkerState *state, const 
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(state->loop_context);
+	/* a table owner's code may have taken session advisory locks: not kept */
+	LockReleaseSession(USER_LOCKMETHOD);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return error;

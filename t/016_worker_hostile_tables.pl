@@ -90,12 +90,24 @@ CREATE TABLE tenant.slow (id int, v pgcrypt_at_rest.encrypted);
 INSERT INTO tenant.slow
 	SELECT i, pgcrypt_at_rest.encrypt('slow ' || i, 'ring', int4send(i)) FROM generate_series(1, 5) i;
 
+-- takes a session lock in the worker, which must not keep it
+CREATE FUNCTION tenant.grab(id int) RETURNS bytea LANGUAGE plpgsql AS \$\$
+BEGIN
+	PERFORM pg_advisory_lock(4242);
+	RETURN int4send(id);
+END \$\$;
+CREATE TABLE tenant.grabby (id int, v pgcrypt_at_rest.encrypted);
+INSERT INTO tenant.grabby
+	SELECT i, pgcrypt_at_rest.encrypt('grab ' || i, 'ring', int4send(i)) FROM generate_series(1, 5) i;
+
 CREATE TABLE tenant.locked AS
 	SELECT i AS id, pgcrypt_at_rest.encrypt('locked ' || i, 'ring') AS v
 	  FROM generate_series(1, 20) i;
 });
 $node->safe_psql('postgres',
 	q{SELECT pgcrypt_at_rest.set_column_context('tenant.slow', 'v', 'tenant.slow_context(id)')});
+$node->safe_psql('postgres',
+	q{SELECT pgcrypt_at_rest.set_column_context('tenant.grabby', 'v', 'tenant.grab(id)')});
 
 # The tenant holds its table and the old drain lock's key, and keeps them.
 my $holder = $node->background_psql('postgres', extra_params => [ '-U', 'tenant' ]);
@@ -120,6 +132,14 @@ ok( wait_for(
 		$under_new->(qq{tenant."odd\x01name"}, qq{"v\x01"}),
 		'20', 60, 'the U+0001 table drained'),
 	'a table and a column named with U+0001 are re-encrypted like any other');
+
+ok(wait_for($node, 'postgres', $under_new->('tenant.grabby'), '5', 60, 'tenant.grabby drained'),
+	'a table whose context expression takes a session advisory lock is re-encrypted');
+is( $node->safe_psql(
+		'postgres', q{
+SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'advisory' AND l.objid = 4242 AND a.backend_type = 'pgcrypt_at_rest worker'}),
+	'0', 'the worker does not keep the session lock the owner\'s code took');
 
 # Each failing table says why, and waits before it is tried again.
 ok( wait_for(
