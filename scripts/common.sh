@@ -87,10 +87,40 @@ CONF
 	as_postgres pg_ctl -D "$CLUSTER_DATA" -l "$CLUSTER_DIR/server.log" -w start >/dev/null
 }
 
+# port_in_use PORT: true, saying by what, if something listens on TCP port
+# PORT or a PostgreSQL server has a socket for it (.s.PGSQL.PORT).  Reads
+# /proc, so it needs neither ss nor netstat.
+port_in_use() {
+	local port=$1 hex found
+	hex=$(printf '%04X' "$port")
+	# /proc/net/tcp{,6}: local address ADDR:PORT in hex, state 0A is LISTEN
+	if awk -v hex="$hex" 'FNR > 1 && $4 == "0A" && substr($2, length($2) - 3) == hex { f = 1 }
+		END { exit !f }' /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
+		echo "something listens on TCP port $port"
+		return 0
+	fi
+	found=$(awk -v s="/.s.PGSQL.$port" 'FNR > 1 && NF >= 8 && substr($NF, length($NF) - length(s) + 1) == s { print $NF; exit }' \
+		/proc/net/unix 2>/dev/null)
+	if [ -n "$found" ]; then
+		echo "a PostgreSQL server listens on port $port (socket $found)"
+		return 0
+	fi
+	return 1
+}
+
 # shellcheck disable=SC2317 # called by the trap
 stop_throwaway_cluster() {
 	if [ "${KEEP_CLUSTER:-}" = 1 ]; then
-		echo "kept: cluster $CLUSTER_DATA on port $CLUSTER_PORT, socket directory $CLUSTER_DIR" >&2
+		if as_postgres pg_ctl -D "$CLUSTER_DATA" status >/dev/null 2>&1; then
+			cat >&2 <<KEPT
+
+== kept: the cluster is still running on port $CLUSTER_PORT, data in $CLUSTER_DATA
+connect:         runuser -u postgres -- $PG_BIN/psql -h $CLUSTER_DIR -p $CLUSTER_PORT -d postgres
+stop and remove: runuser -u postgres -- $PG_BIN/pg_ctl -D $CLUSTER_DATA stop && rm -rf $CLUSTER_DIR
+KEPT
+		else
+			printf '\n== kept, not running: %s\nremove: rm -rf %s\n' "$CLUSTER_DIR" "$CLUSTER_DIR" >&2
+		fi
 		return
 	fi
 	as_postgres pg_ctl -D "$CLUSTER_DATA" -m immediate stop >/dev/null 2>&1 || true
