@@ -27,10 +27,16 @@ SELECT id,
 	   pgcrypt_at_rest.decrypt_text(diagnosis, id::text::bytea) AS diagnosis
   FROM patients ORDER BY id;
 
-\echo '-- a value moved to another row does not decrypt there'
-\set ON_ERROR_STOP 0
-SELECT pgcrypt_at_rest.decrypt_text(diagnosis, '2'::bytea) FROM patients WHERE id = 1;
-\set ON_ERROR_STOP 1
+\echo '-- a value moved to another row does not decrypt there. Expected: decrypting row 1''s'
+\echo '-- diagnosis with row 2''s context fails with "could not decrypt a value under key N"'
+DO $$
+BEGIN
+	PERFORM pgcrypt_at_rest.decrypt_text(diagnosis, '2'::bytea) FROM patients WHERE id = 1;
+	RAISE EXCEPTION 'row 1''s diagnosis decrypted with row 2''s context: this is a bug';
+EXCEPTION WHEN SQLSTATE '22000' THEN  -- could not decrypt a value
+	RAISE NOTICE 'as expected: %', SQLERRM;
+END
+$$;
 
 \echo '-- the background workers'
 SELECT backend_type, datname FROM pg_stat_activity
