@@ -1,7 +1,7 @@
 \echo '-- the worker re-encrypted the old rows and destroyed the old key'
 SELECT keyring, key_id, table_name, column_name, remaining, reencrypted FROM pgcrypt_at_rest.rotation_status;
 SELECT id, pgcrypt_at_rest.decrypt_text(name) AS name,
-	   pgcrypt_at_rest.decrypt_text(diagnosis, id::text::bytea) AS diagnosis,
+	   pgcrypt_at_rest.decrypt_text(diagnosis, pg_catalog.int8send(id)) AS diagnosis,
 	   pgcrypt_at_rest.key_id(name) AS key_id
   FROM patients ORDER BY id;
 
