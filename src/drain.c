@@ -39,6 +39,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/itemptr.h"
+#include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "utils/array.h"
@@ -63,6 +64,7 @@
 #include "restricted.h"
 #include "rotation_store.h"
 #include "row_rewrite.h"
+#include "shared_state.h"
 #include "sodium_provider.h"
 #include "value_census.h"
 
@@ -226,6 +228,14 @@ record_counts(PcarColumn *columns, int ncolumns, DrainKey *keys, int nkeys, bool
 		int64	   *counts = palloc0(sizeof(int64) * n * Max(nkeys, 1));
 		PcarCensusResult census = pcar_census_table(&columns[c], n, key_ids, nkeys, counts,
 													PCAR_CENSUS_VISIBLE, wait);
+
+		/*
+		 * These counts are for rotation_status: unlike the count before a
+		 * key is destroyed, they need no table to stay locked, and a pass
+		 * over thousands of tables must not fill the shared lock table.
+		 */
+		if (census == PCAR_CENSUS_COUNTED)
+			UnlockRelationOid(columns[c].relid, AccessShareLock);
 
 		if (census == PCAR_CENSUS_BUSY || census == PCAR_CENSUS_UNSUPPORTED)
 		{
@@ -431,6 +441,31 @@ find_rows(Relation rel, AttrNumber attnum, Oid typid, ItemPointer position,
 	return rows;
 }
 
+static TimeoutId overrun_timeout = MAX_TIMEOUTS;
+
+/* In a signal handler: as die() does, which nothing can catch. */
+static void
+owner_code_overran(void)
+{
+	ProcDiePending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
+}
+
+void
+pcar_drain_register_overrun_timeout(void)
+{
+	overrun_timeout = RegisterTimeout(USER_TIMEOUT, owner_code_overran);
+}
+
+static void
+disable_owner_code_timeouts(void)
+{
+	disable_timeout(STATEMENT_TIMEOUT, false);
+	if (overrun_timeout != MAX_TIMEOUTS)
+		disable_timeout(overrun_timeout, false);
+}
+
 /* Whether the error is row_rewrite.c's refusal, whose hint is ours. */
 static bool
 refused_here(const ErrorData *error)
@@ -554,22 +589,28 @@ reencrypt_batch(const PcarDrainState *state, const PcarColumn *column, ItemPoint
 	rows = find_rows(rel, column->attnum, typid, position, usable_ids, nusable, snapshot, &nrows);
 	if (nrows > 0)
 	{
-		/* a timer, not a setting: the owner's code cannot lift it */
-		if (state->statement_timeout_ms > 0)
+		bool		timed = state->statement_timeout_ms > 0;
+
+		/* timers, not settings: the owner's code cannot lift them */
+		if (timed)
+		{
 			enable_timeout_after(STATEMENT_TIMEOUT, state->statement_timeout_ms);
+			if (overrun_timeout != MAX_TIMEOUTS)
+				enable_timeout_after(overrun_timeout, 2 * state->statement_timeout_ms);
+		}
 		PG_TRY();
 		{
 			rewrite_rows(rel, column->attnum, typid, expression, rows, nrows, &row, snapshot);
 		}
 		PG_CATCH();
 		{
-			if (state->statement_timeout_ms > 0)
-				disable_timeout(STATEMENT_TIMEOUT, false);
+			if (timed)
+				disable_owner_code_timeouts();
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
-		if (state->statement_timeout_ms > 0)
-			disable_timeout(STATEMENT_TIMEOUT, false);
+		if (timed)
+			disable_owner_code_timeouts();
 		*position = rows[nrows - 1];
 	}
 	UnregisterSnapshot(snapshot);
@@ -674,6 +715,9 @@ batch_on_table(const PcarDrainState *state, const PcarColumn *column, ItemPointe
 	ResourceOwner owner = CurrentResourceOwner;
 	volatile bool ok = true;
 
+	/* if the worker is stopped in this batch, the next one knows where */
+	if (state->in_worker)
+		pcar_shared_set_batch_table(MyDatabaseId, column->relid);
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(context);
 	PG_TRY();
@@ -711,6 +755,8 @@ batch_on_table(const PcarDrainState *state, const PcarColumn *column, ItemPointe
 	PG_END_TRY();
 	MemoryContextSwitchTo(context);
 	CurrentResourceOwner = owner;
+	if (state->in_worker)
+		pcar_shared_set_batch_table(MyDatabaseId, InvalidOid);
 	return ok;
 }
 
@@ -762,6 +808,18 @@ pcar_drain_batch(PcarDrainState *state, PcarDrainResult *result, List *exclude_k
 	columns = columns_of_pass(state,
 							  cursor.exists ? cursor.started_at : GetCurrentTransactionStartTimestamp(),
 							  &ncolumns);
+	/* the last worker was stopped in a batch on this table: that is its failure */
+	if (OidIsValid(state->stopped_in_relid))
+	{
+		ErrorData	stopped;
+
+		memset(&stopped, 0, sizeof(stopped));
+		stopped.sqlerrcode = ERRCODE_QUERY_CANCELED;
+		stopped.message = "the worker was stopped during a batch; its own code may have ignored the cancel at worker_statement_timeout";
+		note_on_keys(state->stopped_in_relid, 0, keys, nkeys,
+					 report_table_failure(state, state->stopped_in_relid, &stopped));
+		state->stopped_in_relid = InvalidOid;
+	}
 	failing_relids = pcar_failing_tables(&backing_off_relids);
 	key_buffer = open_drain_keys(keys, nkeys);
 	PG_TRY();
@@ -774,7 +832,7 @@ pcar_drain_batch(PcarDrainState *state, PcarDrainResult *result, List *exclude_k
 			record_counts(columns, ncolumns, keys, nkeys, false, wait, NULL);
 			for (int i = 0; i < ncolumns; i++)
 				relids[i] = columns[i].relid;
-			pcar_failures_forget_except(relids, ncolumns);
+			pcar_forget_tables_except(relids, ncolumns);
 			cursor.exists = true;
 			cursor.relid = ncolumns > 0 ? columns[0].relid : InvalidOid;
 			cursor.attnum = ncolumns > 0 ? columns[0].attnum : 0;

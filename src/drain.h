@@ -41,9 +41,19 @@ typedef struct PcarDrainState
 	bool		new_pass;		/* drain(): start a pass of its own, even mid-pass */
 	int			statement_timeout_ms;	/* 0: none */
 	int			naptime_seconds;	/* the backoff's unit */
+	Oid			stopped_in_relid;	/* the last worker was stopped in a batch on it */
 } PcarDrainState;
 
 extern void pcar_drain_state_init(PcarDrainState *state, MemoryContext context);
+
+/*
+ * The worker, once: a second timer behind the statement timeout.  A table
+ * owner's code can catch the cancel the statement timeout sends (PL/pgSQL's
+ * EXCEPTION WHEN query_canceled) and go on for ever; if it is still running
+ * worker_statement_timeout later, the worker terminates, which no code can
+ * catch, and the next worker records the failure on that table.
+ */
+extern void pcar_drain_register_overrun_timeout(void);
 
 /*
  * Runs one batch of the current pass (starting a pass if none is under

@@ -229,7 +229,7 @@ pcar_failure_forget(Oid relid)
 }
 
 void
-pcar_failures_forget_except(const Oid *relids, int nrelids)
+pcar_forget_tables_except(const Oid *relids, int nrelids)
 {
 	PcarSpiSession session;
 	Datum	   *datums = palloc(sizeof(Datum) * Max(nrelids, 1));
@@ -242,6 +242,10 @@ pcar_failures_forget_except(const Oid *relids, int nrelids)
 	pcar_spi_begin(&session);
 	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".rotation_failure"
 					 " WHERE relid" PCAR_OP("<>") "ALL ($1)",
+					 SPI_OK_DELETE, 1, types, values);
+	/* notes outside any table (relid 0) stay until the key goes */
+	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".rotation_progress"
+					 " WHERE relid" PCAR_OP("<>") "0 AND relid" PCAR_OP("<>") "ALL ($1)",
 					 SPI_OK_DELETE, 1, types, values);
 	pcar_spi_end(&session);
 }

@@ -61,8 +61,11 @@ extern bool pcar_failure_record(Oid relid, const char *message, int naptime_seco
 
 /* A batch on the table succeeded: it is tried at once from now on. */
 extern void pcar_failure_forget(Oid relid);
-/* At a pass's start: tables dropped (or without encrypted columns) since are forgotten. */
-extern void pcar_failures_forget_except(const Oid *relids, int nrelids);
+/*
+ * At a pass's start: the failures and progress of tables dropped (or left
+ * without encrypted columns) since are forgotten.
+ */
+extern void pcar_forget_tables_except(const Oid *relids, int nrelids);
 
 /*
  * Tables whose last batch failed (an OID list, in the caller's context);

@@ -387,6 +387,7 @@ pcar_shared_claim_worker_slot(Oid dboid, PcarWorkerMemo *memo)
 		entry->starting = false;
 		entry->visit_started_at = GetCurrentTimestamp();
 		*memo = entry->memo;
+		entry->memo.batch_relid = InvalidOid;
 		claimed = true;
 	}
 	else if (entry != NULL && entry->pid == 0)
@@ -408,12 +409,25 @@ pcar_shared_worker_leaving(Oid dboid, const PcarWorkerMemo *memo, bool more_work
 	if (entry != NULL && entry->pid == MyProcPid)
 	{
 		entry->memo = *memo;
+		entry->memo.batch_relid = InvalidOid;	/* it left between batches */
 		if (more_work)
 			entry->work_signalled = true;
 		if (extension_missing && !entry->work_signalled)
 			entry->missing_naps = entry->extension_missing ? Min(entry->missing_naps * 2, 16) : 1;
 		entry->extension_missing = extension_missing;
 	}
+	LWLockRelease(shared->lock);
+}
+
+void
+pcar_shared_set_batch_table(Oid dboid, Oid relid)
+{
+	DatabaseEntry *entry;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	entry = find_database(dboid, false);
+	if (entry != NULL && entry->pid == MyProcPid)
+		entry->memo.batch_relid = relid;
 	LWLockRelease(shared->lock);
 }
 

@@ -20,6 +20,7 @@ typedef struct PcarWorkerMemo
 	TimestampTz pass_due_at;	/* when a new drain pass is due */
 	int			idle_passes;	/* passes in a row that re-encrypted nothing */
 	TimestampTz blocked_policies_logged_at;
+	Oid			batch_relid;	/* a batch was under way on this table when its worker left */
 } PcarWorkerMemo;
 
 /* One database as the rotation_workers view shows it. */
@@ -65,6 +66,12 @@ extern bool pcar_shared_claim_worker_slot(Oid dboid, PcarWorkerMemo *memo);
 /* Saves the memo; more_work puts the database first in line again. */
 extern void pcar_shared_worker_leaving(Oid dboid, const PcarWorkerMemo *memo, bool more_work,
 									   bool extension_missing);
+/*
+ * The table a batch is working on (InvalidOid: none), kept where the next
+ * worker finds it if this one is stopped in the middle.
+ */
+extern void pcar_shared_set_batch_table(Oid dboid, Oid relid);
+
 /* Whether work was signalled there since the last call; clears it. */
 extern bool pcar_shared_take_work_signal(Oid dboid);
 extern int	pcar_shared_databases_waiting(void);

@@ -379,6 +379,8 @@ pcar_worker_main(Datum main_arg)
 	state.waiting_policies_logged_at = memo.blocked_policies_logged_at;
 	pcar_drain_state_init(&state.drain, worker_context);
 	state.drain.in_worker = true;
+	state.drain.stopped_in_relid = memo.batch_relid;
+	pcar_drain_register_overrun_timeout();
 	pcar_destruction_rounds_init(&state.rounds, worker_context);
 
 	/* work signalled before this visit began is this visit's */

@@ -90,6 +90,24 @@ CREATE TABLE tenant.slow (id int, v pgcrypt_at_rest.encrypted);
 INSERT INTO tenant.slow
 	SELECT i, pgcrypt_at_rest.encrypt('slow ' || i, 'ring', int4send(i)) FROM generate_series(1, 5) i;
 
+-- catches the cancel the statement timeout sends, and goes on
+CREATE FUNCTION tenant.stall(id int) RETURNS bool LANGUAGE plpgsql AS \$\$
+BEGIN
+	WHILE EXISTS (SELECT FROM tenant.flags WHERE armed = 'stubborn') LOOP
+		BEGIN
+			PERFORM pg_sleep(0.2);
+		EXCEPTION WHEN query_canceled THEN
+			RAISE LOG 'tenant.stall caught a cancel';
+		END;
+	END LOOP;
+	RETURN true;
+END \$\$;
+CREATE TABLE tenant.stubborn (id int, v pgcrypt_at_rest.encrypted);
+INSERT INTO tenant.stubborn
+	SELECT i, pgcrypt_at_rest.encrypt('stubborn ' || i, 'ring') FROM generate_series(1, 5) i;
+ALTER TABLE tenant.stubborn ADD CHECK (tenant.stall(id));
+INSERT INTO tenant.flags VALUES ('stubborn');
+
 -- takes a session lock in the worker, which must not keep it
 CREATE FUNCTION tenant.grab(id int) RETURNS bytea LANGUAGE plpgsql AS \$\$
 BEGIN
@@ -146,8 +164,16 @@ ok( wait_for(
 		$node, 'postgres', q{
 SELECT string_agg(DISTINCT relid::regclass::text, ',' ORDER BY relid::regclass::text)
   FROM pgcrypt_at_rest.rotation_failure WHERE failures >= 1},
-		'tenant.predicate,tenant.slow', 60, 'two failing tables'),
-	'rotation_failure records the failing predicate and the slow context');
+		'tenant.predicate,tenant.slow,tenant.stubborn', 60, 'three failing tables'),
+	'rotation_failure records the failing predicate, the slow context and the code that ignores cancels');
+like(
+	$node->safe_psql(
+		'postgres',
+		q{SELECT last_error FROM pgcrypt_at_rest.rotation_failure WHERE relid = 'tenant.stubborn'::regclass}),
+	qr/could not re-encrypt table "stubborn": the worker was stopped during a batch/,
+	'code that catches the statement timeout\'s cancel gets the worker stopped, and the next worker records it');
+like(slurp_file($node->logfile), qr/tenant.stall caught a cancel/,
+	'(the table\'s code did catch the cancel)');
 like(
 	$node->safe_psql(
 		'postgres',
@@ -213,9 +239,10 @@ ok( wait_for(
 is( $node->safe_psql(
 		'postgres', q{
 SELECT (SELECT count(*) FROM tenant.predicate WHERE pgcrypt_at_rest.decrypt_text(v) = 'pred ' || id)
+     + (SELECT count(*) FROM tenant.stubborn WHERE pgcrypt_at_rest.decrypt_text(v) = 'stubborn ' || id)
      + (SELECT count(*) FROM tenant.locked WHERE pgcrypt_at_rest.decrypt_text(v) = 'locked ' || id)
      + (SELECT count(*) FROM tenant.slow WHERE pgcrypt_at_rest.decrypt_text(v, int4send(id)) = 'slow ' || id)}),
-	'45', 'every value of the once-failing tables decrypts to its original');
+	'50', 'every value of the once-failing tables decrypts to its original');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM pgcrypt_at_rest.rotation_failure'),
 	'0', 'no failure is left on record');
 
