@@ -14,6 +14,7 @@ OBJS = \
 	src/nonce.o \
 	src/ciphertext.o \
 	src/encrypted_type.o \
+	src/secret_file.o \
 	src/server_key.o \
 	src/key_store.o \
 	src/key_cache.o \
