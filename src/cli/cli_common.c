@@ -152,6 +152,11 @@ cli_start(int argc, char **argv, void (*usage) (void))
 		cli_error("the secret file name is empty");
 		try_help();
 	}
+	if (strlen(file) >= PATH_MAX)
+	{
+		cli_error("the secret file name is too long");
+		exit(1);
+	}
 
 	/* a core dump of this process could hold the secret */
 	if (setrlimit(RLIMIT_CORE, &no_core) != 0)
@@ -194,7 +199,7 @@ cli_secret_alloc(size_t len)
 		cli_error("could not allocate locked memory for the secret: %m");
 		exit(1);
 	}
-	/* sodium_malloc ignores a failure to lock; a swapped secret is no worse here than in a file */
+	/* sodium_malloc ignores a failure to lock; try again, as best we can */
 	(void) sodium_mlock(secret_memory, len);
 	return secret_memory;
 }

@@ -178,16 +178,13 @@ main(int argc, char **argv)
 
 	/*
 	 * From here until the public key is printed, FILE is either complete or
-	 * removed: the usual ways to stop a program wait, and a closed stdout is
-	 * an error to handle rather than a SIGPIPE that kills.
+	 * removed: signals wait (all that can), and a closed stdout or a file
+	 * size limit is an error to handle rather than a signal that kills.
 	 */
-	sigemptyset(&stop_signals);
-	sigaddset(&stop_signals, SIGINT);
-	sigaddset(&stop_signals, SIGTERM);
-	sigaddset(&stop_signals, SIGHUP);
-	sigaddset(&stop_signals, SIGQUIT);
+	sigfillset(&stop_signals);
 	sigprocmask(SIG_BLOCK, &stop_signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN);
 
 	fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 			  S_IRUSR | S_IWUSR);
