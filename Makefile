@@ -1,6 +1,8 @@
 # pgcrypt_at_rest: PGXS build
 #
 #   make && make install          build and install into the PostgreSQL of PG_CONFIG
+#                                 (the library, and pgcrypt_at_rest_keygen and
+#                                 pgcrypt_at_rest_pubkey into its bindir)
 #   make installcheck             every test, as any user, against temporary
 #                                 instances (after the one root step: make install)
 #   make TEST_BUILD=1             a build for tests: assertions on, warnings are errors
@@ -14,6 +16,7 @@ OBJS = \
 	src/nonce.o \
 	src/ciphertext.o \
 	src/encrypted_type.o \
+	src/secret_file.o \
 	src/server_key.o \
 	src/key_store.o \
 	src/key_cache.o \
@@ -52,7 +55,20 @@ TEST_CONFIG_DIR = $(CURDIR)/test_config
 REGRESS_PREP = test-config
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check_regress --temp-config=$(TEST_CONFIG_DIR)/regress.conf
 ISOLATION_OPTS = --temp-instance=$(CURDIR)/tmp_check_iso --temp-config=$(TEST_CONFIG_DIR)/regress.conf
-EXTRA_CLEAN = test_config tmp_check_regress tmp_check_iso
+
+# Two command-line programs, so that a DBA can prepare a server without
+# starting it: pgcrypt_at_rest_keygen writes a new server secret and prints
+# its public key, pgcrypt_at_rest_pubkey prints the public key of an
+# existing one.  PGXS builds one PROGRAM, from the module's objects, so they
+# have rules of their own below.  Plain C and libsodium: they link no
+# PostgreSQL library, and share secret_file.o (the secret file's format and
+# checks, the public key) with the extension.
+CLI_PROGRAMS = pgcrypt_at_rest_keygen pgcrypt_at_rest_pubkey
+CLI_OBJS = src/cli/pgcrypt_at_rest_keygen.o src/cli/pgcrypt_at_rest_pubkey.o \
+	src/cli/cli_common.o
+CLI_COMMON_OBJS = src/cli/cli_common.o src/secret_file.o
+
+EXTRA_CLEAN = test_config tmp_check_regress tmp_check_iso $(CLI_PROGRAMS) $(CLI_OBJS)
 
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
@@ -77,3 +93,28 @@ test-config:
 		"pgcrypt_at_rest.server_key_file = '$(TEST_CONFIG_DIR)/server.key'" \
 		"pgcrypt_at_rest.worker_enabled = off" \
 		"pgcrypt_at_rest.destroy_grace = 0" > $(TEST_CONFIG_DIR)/regress.conf
+
+# --version prints the extension's default version.
+PCAR_VERSION := $(shell sed -n "s/^default_version = '\(.*\)'$$/\1/p" $(srcdir)/pgcrypt_at_rest.control)
+
+all: $(CLI_PROGRAMS)
+
+src/cli/cli_common.o: override CPPFLAGS += -DPCAR_VERSION='"$(PCAR_VERSION)"'
+src/cli/cli_common.o: $(srcdir)/pgcrypt_at_rest.control
+$(CLI_OBJS): $(srcdir)/src/cli/cli_common.h
+$(CLI_OBJS) src/secret_file.o src/server_key.o src/sodium_provider.o: $(srcdir)/src/secret_file.h
+
+$(CLI_PROGRAMS): %: src/cli/%.o $(CLI_COMMON_OBJS)
+	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDFLAGS_EX) -lsodium -o $@
+
+# Into PostgreSQL's bindir, beside pg_ctl (on Debian
+# /usr/lib/postgresql/15/bin, which is not on PATH).
+.PHONY: install-cli uninstall-cli
+install: install-cli
+install-cli: $(CLI_PROGRAMS)
+	$(MKDIR_P) '$(DESTDIR)$(bindir)'
+	$(INSTALL_PROGRAM) $(CLI_PROGRAMS) '$(DESTDIR)$(bindir)/'
+
+uninstall: uninstall-cli
+uninstall-cli:
+	rm -f $(addprefix '$(DESTDIR)$(bindir)'/, $(CLI_PROGRAMS))

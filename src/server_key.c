@@ -14,7 +14,6 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,13 +23,14 @@
 
 #include "guc.h"
 #include "pgcrypt_at_rest.h"
+#include "secret_file.h"
 #include "server_key.h"
 #include "sodium_provider.h"
 
-#define SECRET_HEX_CHARS	(PCAR_SERVER_KEY_BYTES * 2)
+StaticAssertDecl(PCAR_SECRET_BYTES == PCAR_SERVER_KEY_BYTES, "server key size");
 
 /* Room for the hex secret, a newline and one byte to detect excess. */
-#define SECRET_READ_BYTES	(SECRET_HEX_CHARS + 2)
+#define SECRET_READ_BYTES	PCAR_SECRET_READ_BYTES
 
 typedef struct ServerKey
 {
@@ -56,35 +56,6 @@ set_problem(const char *fmt,...)
 	va_end(args);
 }
 
-/* Parses exactly 64 hex characters, optionally followed by one newline. */
-static bool
-parse_secret(const char *text, size_t len, uint8 *secret)
-{
-	if (len == SECRET_HEX_CHARS + 1 && text[SECRET_HEX_CHARS] == '\n')
-		len--;
-	if (len != SECRET_HEX_CHARS)
-		return false;
-	for (size_t i = 0; i < len; i++)
-	{
-		char		c = text[i];
-		int			nibble;
-
-		if (c >= '0' && c <= '9')
-			nibble = c - '0';
-		else if (c >= 'a' && c <= 'f')
-			nibble = c - 'a' + 10;
-		else if (c >= 'A' && c <= 'F')
-			nibble = c - 'A' + 10;
-		else
-			return false;
-		if (i % 2 == 0)
-			secret[i / 2] = nibble << 4;
-		else
-			secret[i / 2] |= nibble;
-	}
-	return true;
-}
-
 static bool
 path_is_inside(const char *path, const char *dir)
 {
@@ -94,34 +65,12 @@ path_is_inside(const char *path, const char *dir)
 		(path[dir_len] == '/' || path[dir_len] == '\0');
 }
 
-/* Reads at most SECRET_READ_BYTES; returns the count or -1 on error. */
-static ssize_t
-read_fully(int fd, char *buf)
-{
-	size_t		total = 0;
-
-	while (total < SECRET_READ_BYTES)
-	{
-		ssize_t		n = read(fd, buf + total, SECRET_READ_BYTES - total);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		if (n == 0)
-			break;
-		total += n;
-	}
-	return total;
-}
-
 static bool
 read_secret_file(const char *path, char *buf, ssize_t *len)
 {
 	char		real_file[PATH_MAX];
 	char		real_datadir[PATH_MAX];
-	struct stat st;
-	int			fd;
+	size_t		read_len = 0;
 
 	if (!is_absolute_path(path))
 	{
@@ -140,34 +89,26 @@ read_secret_file(const char *path, char *buf, ssize_t *len)
 		return false;
 	}
 
-	fd = open(real_file, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	switch (pcar_secret_file_read(real_file, buf, &read_len, NULL))
 	{
-		set_problem("could not open server key file \"%s\": %m", path);
-		return false;
+		case PCAR_SECRET_FILE_OK:
+			*len = read_len;
+			return true;
+		case PCAR_SECRET_FILE_OPEN_FAILED:
+			set_problem("could not open server key file \"%s\": %m", path);
+			break;
+		case PCAR_SECRET_FILE_STAT_FAILED:
+		case PCAR_SECRET_FILE_NOT_REGULAR:
+			set_problem("server key file \"%s\" is not a regular file", path);
+			break;
+		case PCAR_SECRET_FILE_GROUP_OR_OTHER:
+			set_problem("server key file \"%s\" is accessible by group or others", path);
+			break;
+		case PCAR_SECRET_FILE_READ_FAILED:
+			set_problem("could not read server key file \"%s\": %m", path);
+			break;
 	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-	{
-		close(fd);
-		set_problem("server key file \"%s\" is not a regular file", path);
-		return false;
-	}
-	if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
-	{
-		close(fd);
-		set_problem("server key file \"%s\" is accessible by group or others", path);
-		return false;
-	}
-
-	*len = read_fully(fd, buf);
-	if (*len < 0)
-	{
-		set_problem("could not read server key file \"%s\": %m", path);
-		close(fd);
-		return false;
-	}
-	close(fd);
-	return true;
+	return false;
 }
 
 /*
@@ -451,7 +392,7 @@ pcar_server_key_load(void)
 	else
 		ok = read_secret_command(pcar_server_key_command, text, &len);
 
-	if (ok && !parse_secret(text, len, key->secret_key))
+	if (ok && !pcar_secret_parse(text, len, key->secret_key))
 	{
 		set_problem("the server secret from %s is not 64 hexadecimal characters",
 					have_file ? "pgcrypt_at_rest.server_key_file" :

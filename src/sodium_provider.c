@@ -2,6 +2,9 @@
  * sodium_provider.c
  *		Thin wrappers over libsodium; no other file includes sodium.h for
  *		cryptography, so the algorithms in use can be read off this file.
+ *		The one exception is a server's public key: secret_file.c derives it,
+ *		for the server through this file and for the command-line programs
+ *		directly, so that both derive it the same way.
  *
  * Decrypting short values has a fast path.  libsodium 1.0.18 computes the
  * ChaCha20 blocks of a short message one at a time; the same construction
@@ -18,6 +21,7 @@
 
 #include <sodium.h>
 
+#include "secret_file.h"
 #include "sodium_provider.h"
 
 StaticAssertDecl(PCAR_DATA_KEY_BYTES == crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
@@ -201,7 +205,7 @@ pcar_unseal_data_key(uint8 *data_key, const uint8 *sealed,
 void
 pcar_public_key_from_secret(uint8 *public_key, const uint8 *secret_key)
 {
-	crypto_scalarmult_base(public_key, secret_key);
+	pcar_secret_public_key(public_key, secret_key);
 }
 
 void
