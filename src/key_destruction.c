@@ -40,6 +40,7 @@
 #include "storage/lock.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
+#include "storage/sinvaladt.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/builtins.h"
@@ -58,6 +59,8 @@ typedef struct Round
 	int32		key_id;
 	int			nvxids;
 	VirtualTransactionId *vxids;
+	TimestampTz started_at;
+	bool		wait_noted;		/* rotation_status says what it waits for */
 } Round;
 
 static Round *
@@ -68,6 +71,8 @@ start_round(int32 key_id, MemoryContext context)
 	VirtualTransactionId *running;
 
 	round->key_id = key_id;
+	round->started_at = GetCurrentTimestamp();
+	round->wait_noted = false;
 	/* every transaction of this database, even one between statements */
 	running = GetCurrentVirtualXIDs(InvalidTransactionId, false, false, PROC_IN_VACUUM,
 									&round->nvxids);
@@ -89,6 +94,30 @@ round_waits_over(Round *round, bool wait)
 		SetInvalidVirtualTransactionId(round->vxids[i]);
 	}
 	return true;
+}
+
+/* Shows in rotation_status which transaction the round waits for. */
+static void
+note_round_wait(Round *round)
+{
+	int			pid = 0;
+	int			waiting = 0;
+
+	for (int i = 0; i < round->nvxids; i++)
+	{
+		PGPROC	   *proc;
+
+		if (!VirtualTransactionIdIsValid(round->vxids[i]))
+			continue;
+		waiting++;
+		proc = pid == 0 ? BackendIdGetProc(round->vxids[i].backendId) : NULL;
+		if (proc != NULL)
+			pid = proc->pid;
+	}
+	pcar_progress_note(InvalidOid, 0, 1, &round->key_id,
+					   psprintf("destruction waits for %d transaction(s) that began before the key was found drained%s%s%s: see pg_stat_activity",
+								waiting, pid ? " (one is pid " : "", pid ? psprintf("%d", pid) : "",
+								pid ? ")" : ""));
 }
 
 /* Locks a table for the census, until the transaction ends. */
@@ -161,6 +190,8 @@ note_uncountable(KeyCount *detail, const PcarColumn *column, PcarCensusResult ce
  * appears, and only then is the snapshot taken and are the heaps read.
  * Copies made by plain INSERT and DELETE are row versions the count sees.
  */
+static bool locks_fit(const PcarColumn *columns, int ncolumns, int32 key_id);
+
 static int64
 count_key_values(int32 key_id, bool wait, KeyCount *detail)
 {
@@ -177,6 +208,8 @@ count_key_values(int32 key_id, bool wait, KeyCount *detail)
 		bool		new_table = false;
 
 		columns = pcar_encrypted_columns(&ncolumns);
+		if (!locks_fit(columns, ncolumns, key_id))
+			return -1;
 		for (int c = 0; c < ncolumns; c++)
 		{
 			if (!pcar_column_is_readable(&columns[c], &reason))
@@ -245,6 +278,32 @@ count_key_values(int32 key_id, bool wait, KeyCount *detail)
 	}
 	PopActiveSnapshot();
 	return total;
+}
+
+/*
+ * Whether the tables can all be locked at once within half the shared lock
+ * table: anyone may create thousands of empty tables with an encrypted
+ * column, and filling the lock table would make every session's next lock
+ * fail.  Says so when not: the key stays until the lock table is larger.
+ */
+static bool
+locks_fit(const PcarColumn *columns, int ncolumns, int32 key_id)
+{
+	int64		budget = (int64) max_locks_per_xact * MaxBackends / 2;
+	int64		tables = 0;
+
+	for (int c = 0; c < ncolumns; c++)
+		if (c == 0 || columns[c].relid != columns[c - 1].relid)
+			tables++;
+	if (tables <= budget)
+		return true;
+	ereport(WARNING,
+			(errcode(ERRCODE_OUT_OF_MEMORY),
+			 errmsg("pgcrypt_at_rest cannot count the values under key %d: %lld tables would have to be locked at once",
+					key_id, (long long) tables),
+			 errdetail("Half the shared lock table holds %lld locks.", (long long) budget),
+			 errhint("Raise max_locks_per_transaction, or drop tables with encrypted columns that are not needed.")));
+	return false;
 }
 
 /*
@@ -384,6 +443,14 @@ pcar_destruction_step(PcarDestructionRounds *rounds)
 			ready = round;
 			rounds->waiting = foreach_delete_current(rounds->waiting, cell);
 			break;
+		}
+		/* a nap on, say what it waits for: an idle transaction looks like nothing */
+		if (!round->wait_noted &&
+			TimestampDifferenceExceeds(round->started_at, GetCurrentTimestamp(),
+									   pcar_worker_naptime * 1000))
+		{
+			note_round_wait(round);
+			round->wait_noted = true;
 		}
 	}
 	if (ready != NULL)

@@ -214,9 +214,9 @@ is( $node->safe_psql(
 
 # The drain lock is not the advisory lock the tenant holds: drain() runs,
 # warns about the table it cannot lock and the one that fails, and
-# finishes.  (drain() has no statement timeout of its own: the sleeper is
-# disarmed first.)
-$node->safe_psql('postgres', q{DELETE FROM tenant.flags WHERE armed = 'slow'});
+# finishes.  (drain() runs the owners' code in the caller's session, with
+# no timer of its own: the sleeper and the cancel-catcher are disarmed first.)
+$node->safe_psql('postgres', q{DELETE FROM tenant.flags WHERE armed IN ('slow', 'stubborn')});
 my ($stdout, $stderr);
 $node->psql(
 	'postgres', q{SET lock_timeout = '5s'; SELECT pgcrypt_at_rest.drain() >= 0;},
