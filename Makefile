@@ -34,6 +34,7 @@ OBJS = \
 	src/value_census.o \
 	src/row_rewrite.o \
 	src/context_expression.o \
+	src/servers.o \
 	src/sql_functions.o
 
 EXTENSION = pgcrypt_at_rest
@@ -41,7 +42,7 @@ DATA = sql/pgcrypt_at_rest--1.0.sql sql/pgcrypt_at_rest--1.0--1.1.sql \
 	sql/pgcrypt_at_rest--1.1--1.2.sql sql/pgcrypt_at_rest--1.2--1.3.sql
 PGFILEDESC = "pgcrypt_at_rest - encrypted columns with sealed, rotating data keys"
 
-REGRESS = type_io keyring encrypt_decrypt errors rotation nested_values pinned_keys upgrade
+REGRESS = type_io keyring encrypt_decrypt errors rotation nested_values pinned_keys servers upgrade
 ISOLATION = concurrent_rotation context_owner_change destruction_count_moves destroy_key_waits rotation_key_share rotation_update rotation_delete rotation_insert_select rotation_long_transaction rotation_copy_chain
 TAP_TESTS = 1
 

@@ -48,8 +48,26 @@ SELECT pgcrypt_at_rest.decrypt(overlay(raw placing int4send(424242) from 2 for 4
 SELECT pgcrypt_at_rest.create_keyring('uncopied') AS uncopied_key \gset
 CREATE TABLE uncopied AS SELECT pgcrypt_at_rest.encrypt('x', 'uncopied') AS v;
 DELETE FROM pgcrypt_at_rest.sealed_key WHERE key_id = :uncopied_key;
+-- (the hint names this server's public key, which differs at every run)
+\set VERBOSITY terse
 SELECT pgcrypt_at_rest.decrypt(v) FROM uncopied;
 SELECT pgcrypt_at_rest.encrypt('y', 'uncopied');
+\set VERBOSITY default
+-- the hint is the add_server() call to run elsewhere, with this server's key
+DO $$
+BEGIN
+	PERFORM pgcrypt_at_rest.decrypt(v) FROM uncopied;
+EXCEPTION WHEN insufficient_privilege THEN
+	DECLARE
+		hint text;
+	BEGIN
+		GET STACKED DIAGNOSTICS hint = PG_EXCEPTION_HINT;
+		RAISE NOTICE 'hint names add_server with this server''s key: %',
+			hint = format('On a server that can open the key, add this one: SELECT pgcrypt_at_rest.add_server(''a name for this server'', ''%s'');',
+						  pgcrypt_at_rest.server_public_key());
+	END;
+END
+$$;
 
 -- a destroyed key (marked by hand until the rotation worker does it)
 SELECT pgcrypt_at_rest.create_keyring('doomed') AS doomed_key \gset

@@ -131,3 +131,51 @@ CREATE OR REPLACE VIEW pgcrypt_at_rest.keyrings AS
 
 COMMENT ON VIEW pgcrypt_at_rest.keyrings IS
 	'keyrings, their active key, and whether their rotation policy is due or waits for a key still draining';
+
+------------------------------------------------------------------------------
+-- Servers join and leave
+------------------------------------------------------------------------------
+
+CREATE FUNCTION pgcrypt_at_rest.add_server(name text, public_key bytea)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'pcar_add_server_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION pgcrypt_at_rest.remove_server(name text)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'pcar_remove_server_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION pgcrypt_at_rest.add_server(text, bytea) IS
+	'seal every live key for a new server''s public key; returns how many';
+COMMENT ON FUNCTION pgcrypt_at_rest.remove_server(text) IS
+	'delete a server''s copies and replace every active key it could open; returns how many live keys it held';
+
+REVOKE ALL ON FUNCTION
+	pgcrypt_at_rest.add_server(text, bytea),
+	pgcrypt_at_rest.remove_server(text)
+	FROM PUBLIC;
+
+-- This server's public key, or NULL without a secret (the view must not fail).
+CREATE FUNCTION pgcrypt_at_rest._this_server_public_key()
+RETURNS bytea
+AS 'MODULE_PATHNAME', 'pcar_this_server_public_key'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+CREATE OR REPLACE VIEW pgcrypt_at_rest.servers AS
+	SELECT s.name,
+		   s.public_key,
+		   s.added_at,
+		   (SELECT count(*) FROM pgcrypt_at_rest.data_key k
+			  JOIN pgcrypt_at_rest.sealed_key c ON c.key_id = k.id AND c.server_public_key = s.public_key
+			 WHERE k.status <> 'destroyed') AS live_keys_held,
+		   (SELECT count(*) FROM pgcrypt_at_rest.data_key k
+			 WHERE k.status <> 'destroyed'
+			   AND NOT EXISTS (SELECT FROM pgcrypt_at_rest.sealed_key c
+								WHERE c.key_id = k.id AND c.server_public_key = s.public_key))
+			 AS live_keys_missing,
+		   s.public_key = pgcrypt_at_rest._this_server_public_key() AS this_server
+	  FROM pgcrypt_at_rest.server s;
+
+COMMENT ON VIEW pgcrypt_at_rest.servers IS
+	'servers that data keys are sealed to: live keys each holds and lacks, and which one you are connected to';

@@ -19,6 +19,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
@@ -184,12 +185,19 @@ report_unusable_key(const PcarStoredKey *key)
 				 errdetail("Its material was deleted at %s; values encrypted under it can no longer be decrypted.",
 						   key->destroyed_at ? key->destroyed_at : "an unknown time"),
 				 errhint("Restore the value from a backup taken before the key was destroyed.")));
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("this server holds no copy of key %d of keyring \"%s\"",
-					key->key_id, key->keyring),
-			 errdetail("The key is not sealed to this server's public key."),
-			 errhint("Decrypt the value on a server that holds the key, or load such a server's secret here.")));
+	{
+		/* the fix names this server's public key, which is no secret */
+		char		hex[PCAR_SERVER_KEY_BYTES * 2 + 1];
+
+		hex_encode((const char *) pcar_server_public_key(), PCAR_SERVER_KEY_BYTES, hex);
+		hex[PCAR_SERVER_KEY_BYTES * 2] = '\0';
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("this server holds no copy of key %d of keyring \"%s\"",
+						key->key_id, key->keyring),
+				 errdetail("The key is not sealed to this server's public key."),
+				 errhint("On a server that can open the key, add this one: SELECT pgcrypt_at_rest.add_server('a name for this server', '\\x%s');", hex)));
+	}
 }
 
 /* Loads, unseals and caches one key; every failure is an ERROR. */

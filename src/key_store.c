@@ -17,6 +17,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
@@ -677,4 +678,164 @@ pcar_store_confirm_restore(void)
 	adopted = SPI_processed;
 	pcar_spi_end(&session);
 	return adopted;
+}
+
+/*
+ * Servers joining and leaving (servers.c decides; these only read and
+ * write).  Every change of the server set holds the server table in SHARE
+ * ROW EXCLUSIVE mode to the end of the transaction: it conflicts with
+ * itself and with the SHARE lock add_active_key() takes, so no key is made
+ * while the set changes, and no two changes interleave.
+ */
+void
+pcar_store_lock_servers(void)
+{
+	PcarSpiSession session;
+
+	pcar_spi_begin(&session);
+	pcar_spi_execute("LOCK TABLE " PCAR_SCHEMA ".server IN SHARE ROW EXCLUSIVE MODE",
+					 SPI_OK_UTILITY, 0, NULL, NULL);
+	pcar_spi_end(&session);
+}
+
+char *
+pcar_store_server_name(const uint8 *public_key)
+{
+	PcarSpiSession session;
+	Oid			types[1] = {BYTEAOID};
+	Datum		values[1];
+	char	   *name = NULL;
+
+	values[0] = pcar_bytea_datum(public_key, PCAR_SERVER_KEY_BYTES);
+	pcar_spi_begin(&session);
+	pcar_spi_execute("SELECT name FROM " PCAR_SCHEMA ".server WHERE public_key" PCAR_EQ "$1",
+					 SPI_OK_SELECT, 1, types, values);
+	if (SPI_processed > 0)
+		name = MemoryContextStrdup(session.caller_context, pcar_spi_text(0, 1));
+	pcar_spi_end(&session);
+	return name;
+}
+
+bool
+pcar_store_server_public_key(const char *name, uint8 *public_key, int *nservers)
+{
+	PcarSpiSession session;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(name)};
+	bool		found = false;
+	bool		isnull;
+
+	pcar_spi_begin(&session);
+	pcar_spi_execute("SELECT s.public_key, (SELECT pg_catalog.count(*)::int4 FROM " PCAR_SCHEMA ".server)"
+					 "  FROM " PCAR_SCHEMA ".server s WHERE s.name" PCAR_EQ "$1",
+					 SPI_OK_SELECT, 1, types, values);
+	if (SPI_processed > 0)
+	{
+		bytea	   *key = DatumGetByteaPP(pcar_spi_datum(0, 1, &isnull));
+
+		if (VARSIZE_ANY_EXHDR(key) != PCAR_SERVER_KEY_BYTES)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("the public key of server \"%s\" has the wrong length", name)));
+		memcpy(public_key, VARDATA_ANY(key), PCAR_SERVER_KEY_BYTES);
+		*nservers = DatumGetInt32(pcar_spi_datum(0, 2, &isnull));
+		found = true;
+	}
+	pcar_spi_end(&session);
+	return found;
+}
+
+List *
+pcar_store_live_keys(void)
+{
+	return select_int_list("SELECT id FROM " PCAR_SCHEMA ".data_key"
+						   " WHERE status" PCAR_OP("<>") "'destroyed' ORDER BY id",
+						   0, NULL, NULL);
+}
+
+void
+pcar_store_add_server(const char *name, const uint8 *public_key)
+{
+	PcarSpiSession session;
+	Oid			types[2] = {BYTEAOID, TEXTOID};
+	Datum		values[2];
+
+	values[0] = pcar_bytea_datum(public_key, PCAR_SERVER_KEY_BYTES);
+	values[1] = CStringGetTextDatum(name);
+	pcar_spi_begin(&session);
+	pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".server (public_key, name) VALUES ($1, $2)",
+					 SPI_OK_INSERT, 2, types, values);
+	pcar_spi_end(&session);
+}
+
+void
+pcar_store_add_sealed_copy(int32 key_id, const uint8 *public_key, const uint8 *sealed)
+{
+	PcarSpiSession session;
+	Oid			types[3] = {INT4OID, BYTEAOID, BYTEAOID};
+	Datum		values[3];
+
+	values[0] = Int32GetDatum(key_id);
+	values[1] = pcar_bytea_datum(public_key, PCAR_SERVER_KEY_BYTES);
+	values[2] = pcar_bytea_datum(sealed, PCAR_SEALED_KEY_BYTES);
+	pcar_spi_begin(&session);
+	pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".sealed_key (key_id, server_public_key, sealed)"
+					 " VALUES ($1, $2, $3)",
+					 SPI_OK_INSERT, 3, types, values);
+	pcar_spi_end(&session);
+}
+
+List *
+pcar_store_remove_server(const uint8 *public_key)
+{
+	Oid			types[1] = {BYTEAOID};
+	Datum		values[1];
+	PcarSpiSession session;
+	List	   *keys;
+
+	values[0] = pcar_bytea_datum(public_key, PCAR_SERVER_KEY_BYTES);
+	/* the live keys it holds a copy of: every one of them must go */
+	keys = select_int_list("SELECT k.id FROM " PCAR_SCHEMA ".sealed_key s"
+						   " JOIN " PCAR_SCHEMA ".data_key k ON k.id" PCAR_EQ "s.key_id"
+						   " WHERE s.server_public_key" PCAR_EQ "$1"
+						   "   AND k.status" PCAR_OP("<>") "'destroyed' ORDER BY k.id",
+						   1, types, values);
+	pcar_spi_begin(&session);
+	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".sealed_key WHERE server_public_key" PCAR_EQ "$1",
+					 SPI_OK_DELETE, 1, types, values);
+	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".server WHERE public_key" PCAR_EQ "$1",
+					 SPI_OK_DELETE, 1, types, values);
+	pcar_spi_end(&session);
+	return keys;
+}
+
+/* The keyrings whose active key is among key_ids (a list of names). */
+List *
+pcar_store_keyrings_with_active_key(List *key_ids)
+{
+	PcarSpiSession session;
+	Oid			types[1] = {INT4ARRAYOID};
+	Datum		values[1];
+	Datum	   *ids = palloc(sizeof(Datum) * Max(list_length(key_ids), 1));
+	int			n = 0;
+	ListCell   *cell;
+	List	   *names = NIL;
+
+	foreach(cell, key_ids)
+		ids[n++] = Int32GetDatum(lfirst_int(cell));
+	values[0] = PointerGetDatum(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
+	pcar_spi_begin(&session);
+	pcar_spi_execute("SELECT r.name FROM " PCAR_SCHEMA ".data_key k"
+					 " JOIN " PCAR_SCHEMA ".keyring r ON r.id" PCAR_EQ "k.keyring_id"
+					 " WHERE k.status" PCAR_EQ "'active' AND k.id" PCAR_EQ "ANY ($1) ORDER BY r.name",
+					 SPI_OK_SELECT, 1, types, values);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(session.caller_context);
+
+		names = lappend(names, pstrdup(pcar_spi_text(i, 1)));
+		MemoryContextSwitchTo(old);
+	}
+	pcar_spi_end(&session);
+	return names;
 }

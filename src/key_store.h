@@ -105,4 +105,23 @@ extern char *pcar_store_destruction_hold(int32 key_id);
 /* Keys restored from a dump become this installation's; returns how many. */
 extern int64 pcar_store_confirm_restore(void);
 
+/*
+ * The server set (servers.c decides what changes).  Changes first lock the
+ * server table against new keys and each other, to the end of the
+ * transaction.
+ */
+extern void pcar_store_lock_servers(void);
+/* The name of the server with that public key, or NULL. */
+extern char *pcar_store_server_name(const uint8 *public_key);
+/* Its public key, and how many servers there are; false if no such server. */
+extern bool pcar_store_server_public_key(const char *name, uint8 *public_key, int *nservers);
+/* Keys not destroyed, by id. */
+extern List *pcar_store_live_keys(void);
+extern void pcar_store_add_server(const char *name, const uint8 *public_key);
+extern void pcar_store_add_sealed_copy(int32 key_id, const uint8 *public_key, const uint8 *sealed);
+/* Deletes the server and its copies; returns the live keys it held a copy of. */
+extern List *pcar_store_remove_server(const uint8 *public_key);
+/* The names of the keyrings whose active key is one of key_ids. */
+extern List *pcar_store_keyrings_with_active_key(List *key_ids);
+
 #endif							/* PCAR_KEY_STORE_H */

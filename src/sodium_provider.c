@@ -208,6 +208,25 @@ pcar_public_key_from_secret(uint8 *public_key, const uint8 *secret_key)
 	pcar_secret_public_key(public_key, secret_key);
 }
 
+/*
+ * A Curve25519 point of small order gives the same shared secret whatever
+ * the other side's key: sealing to it would protect nothing.  Multiplying
+ * it by a random scalar gives the all-zero point, which libsodium refuses.
+ */
+bool
+pcar_public_key_is_low_order(const uint8 *public_key)
+{
+	uint8		scalar[crypto_scalarmult_SCALARBYTES];
+	uint8		shared[crypto_scalarmult_BYTES];
+	bool		low_order;
+
+	randombytes_buf(scalar, sizeof(scalar));
+	low_order = crypto_scalarmult(shared, scalar, public_key) != 0;
+	sodium_memzero(scalar, sizeof(scalar));
+	sodium_memzero(shared, sizeof(shared));
+	return low_order;
+}
+
 void
 pcar_random_bytes(uint8 *buf, size_t len)
 {

@@ -35,6 +35,8 @@ extern bool pcar_unseal_data_key(uint8 *data_key, const uint8 *sealed,
 								 const uint8 *server_secret_key);
 
 extern void pcar_public_key_from_secret(uint8 *public_key, const uint8 *secret_key);
+/* True for a point of small order, which no key should be sealed to. */
+extern bool pcar_public_key_is_low_order(const uint8 *public_key);
 
 /* Kernel randomness: one system call per request. */
 extern void pcar_random_bytes(uint8 *buf, size_t len);

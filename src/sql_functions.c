@@ -36,6 +36,7 @@
 #include "pgcrypt_at_rest.h"
 #include "restricted.h"
 #include "server_key.h"
+#include "servers.h"
 #include "shared_state.h"
 #include "sodium_provider.h"
 #include "sql_functions.h"
@@ -60,6 +61,9 @@ PG_FUNCTION_INFO_V1(pcar_confirm_restore);
 PG_FUNCTION_INFO_V1(pcar_worker_databases);
 PG_FUNCTION_INFO_V1(pcar_rows_under_key);
 PG_FUNCTION_INFO_V1(pcar_destroy_key_sql);
+PG_FUNCTION_INFO_V1(pcar_add_server_sql);
+PG_FUNCTION_INFO_V1(pcar_remove_server_sql);
+PG_FUNCTION_INFO_V1(pcar_this_server_public_key);
 
 /*
  * The functions are not STRICT: a NULL value gives NULL, but a NULL keyring
@@ -552,6 +556,44 @@ pcar_destroy_key_sql(PG_FUNCTION_ARGS)
 									 PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1)));
 }
 
+/* A new server's name: shown in views and messages, so printable and short. */
+static char *
+server_name_arg(FunctionCallInfo fcinfo)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	size_t		len = strlen(name);
+	bool		control = false;
+
+	for (const unsigned char *p = (const unsigned char *) name; *p; p++)
+		control |= *p < 0x20 || *p == 0x7f;
+	if (len == 0 || len > 200 || control || isspace((unsigned char) name[0]) ||
+		isspace((unsigned char) name[len - 1]))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid server name"),
+				 errdetail("A server name is 1 to 200 bytes long, without control characters or white space at either end.")));
+	return name;
+}
+
+/* A server joins: every live key sealed for it. */
+Datum
+pcar_add_server_sql(PG_FUNCTION_ARGS)
+{
+	require_not_null(fcinfo, 0, "name");
+	require_not_null(fcinfo, 1, "public_key");
+	pcar_store_require_current_schema();
+	PG_RETURN_INT32(pcar_add_server(server_name_arg(fcinfo), PG_GETARG_BYTEA_PP(1)));
+}
+
+/* A server leaves: its copies go, and the keys it could open are replaced. */
+Datum
+pcar_remove_server_sql(PG_FUNCTION_ARGS)
+{
+	require_not_null(fcinfo, 0, "name");
+	pcar_store_require_current_schema();
+	PG_RETURN_INT32(pcar_remove_server(text_to_cstring(PG_GETARG_TEXT_PP(0))));
+}
+
 /* After a restore: its keys may be destroyed once drained, like any other. */
 Datum
 pcar_confirm_restore(PG_FUNCTION_ARGS)
@@ -568,6 +610,20 @@ pcar_server_public_key_sql(PG_FUNCTION_ARGS)
 	bytea	   *result = palloc(VARHDRSZ + PCAR_SERVER_KEY_BYTES);
 
 	pcar_server_key_require();
+	SET_VARSIZE(result, VARHDRSZ + PCAR_SERVER_KEY_BYTES);
+	memcpy(VARDATA(result), pcar_server_public_key(), PCAR_SERVER_KEY_BYTES);
+	PG_RETURN_BYTEA_P(result);
+}
+
+/* For the servers view: this server's public key, NULL without a secret. */
+Datum
+pcar_this_server_public_key(PG_FUNCTION_ARGS)
+{
+	bytea	   *result;
+
+	if (!pcar_server_key_loaded())
+		PG_RETURN_NULL();
+	result = palloc(VARHDRSZ + PCAR_SERVER_KEY_BYTES);
 	SET_VARSIZE(result, VARHDRSZ + PCAR_SERVER_KEY_BYTES);
 	memcpy(VARDATA(result), pcar_server_public_key(), PCAR_SERVER_KEY_BYTES);
 	PG_RETURN_BYTEA_P(result);

@@ -240,6 +240,6 @@ main(int argc, char **argv)
 	cli_info("wrote a new server secret to \"%s\"; keep a copy of it somewhere safe", absolute);
 	if (geteuid() == 0)
 		cli_hint("The file belongs to root: give it to the operating system user that runs PostgreSQL (chown postgres \"%s\").", absolute);
-	cli_hint("Set pgcrypt_at_rest.server_key_file = '%s' and restart; the public key printed on standard output is what SELECT pgcrypt_at_rest.server_public_key() will return there.", absolute);
+	cli_hint("Set pgcrypt_at_rest.server_key_file = '%s' and restart; the public key printed on standard output is what SELECT pgcrypt_at_rest.server_public_key() will return there, and what pgcrypt_at_rest.add_server() takes.", absolute);
 	return 0;
 }

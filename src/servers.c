@@ -1,0 +1,139 @@
+/*
+ * servers.c
+ *		Servers joining and leaving the set that data keys are sealed to.
+ *
+ * Adding a server seals every live key (active and deprecated) for its
+ * public key, in one transaction: this server must be able to open all of
+ * them, or nothing is added.  Removing a server deletes its copies and
+ * replaces the active key of every keyring it could open, so that it can
+ * open nothing written from then on; the worker drains the deprecated keys
+ * and destroys them as after any rotation.  Both lock the server table
+ * against new keys and each other (key_store.c), and neither writes a user
+ * row: the cost grows with the number of keys, never with the data.
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "utils/builtins.h"
+
+#include "key_cache.h"
+#include "key_store.h"
+#include "server_key.h"
+#include "servers.h"
+#include "shared_state.h"
+#include "sodium_provider.h"
+
+/* The public key given to add_server(), checked. */
+static void
+check_public_key(const bytea *public_key)
+{
+	if (VARSIZE_ANY_EXHDR(public_key) != PCAR_SERVER_KEY_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a server public key is %d bytes, not %d",
+						PCAR_SERVER_KEY_BYTES, (int) VARSIZE_ANY_EXHDR(public_key)),
+				 errhint("Give the key pgcrypt_at_rest_pubkey or pgcrypt_at_rest.server_public_key() prints, as a bytea literal: '\\x' and 64 hex digits.")));
+	if (pcar_public_key_is_low_order((const uint8 *) VARDATA_ANY(public_key)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the public key is a point of small order"),
+				 errdetail("Keys sealed to it could be opened by anyone."),
+				 errhint("Give the public key of a secret made by pgcrypt_at_rest_keygen.")));
+}
+
+int
+pcar_add_server(const char *name, const bytea *public_key)
+{
+	const uint8 *key = (const uint8 *) VARDATA_ANY(public_key);
+	uint8		ignored[PCAR_SERVER_KEY_BYTES];
+	int			nservers;
+	char	   *holder;
+	List	   *live;
+	ListCell   *cell;
+	int			missing = 0;
+	int32		first_missing = 0;
+	int			sealed = 0;
+
+	check_public_key(public_key);
+	pcar_server_key_require();
+	pcar_store_lock_servers();
+
+	if (pcar_store_server_public_key(name, ignored, &nservers))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("server \"%s\" already exists", name),
+				 errhint("Choose another name, or remove_server() it first.")));
+	holder = pcar_store_server_name(key);
+	if (holder != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("that public key is already registered, as server \"%s\"", holder)));
+
+	/* every live key must open here, or nothing is added */
+	live = pcar_store_live_keys();
+	foreach(cell, live)
+	{
+		PcarStoredKey stored;
+		int32		key_id = lfirst_int(cell);
+
+		if (!pcar_store_fetch_key(key_id, &stored) || !stored.has_copy)
+		{
+			if (missing++ == 0)
+				first_missing = key_id;
+		}
+	}
+	if (missing > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("this server cannot open %d of the %d live keys, so it cannot seal them for server \"%s\"",
+						missing, list_length(live), name),
+				 errdetail("This server holds no copy of key %d, among others.", first_missing),
+				 errhint("Run add_server() on a server whose pgcrypt_at_rest.servers row shows no missing keys.")));
+
+	pcar_store_add_server(name, key);
+	foreach(cell, live)
+	{
+		int32		key_id = lfirst_int(cell);
+		uint8		copy[PCAR_SEALED_KEY_BYTES];
+
+		/* opened from the cache, which holds it in locked memory */
+		pcar_seal_data_key(copy, pcar_key_cache_get(key_id), key);
+		pcar_store_add_sealed_copy(key_id, key, copy);
+		sealed++;
+	}
+	return sealed;
+}
+
+int
+pcar_remove_server(const char *name)
+{
+	uint8		key[PCAR_SERVER_KEY_BYTES];
+	int			nservers;
+	List	   *held;
+	ListCell   *cell;
+
+	pcar_server_key_require();
+	pcar_store_lock_servers();
+	if (!pcar_store_server_public_key(name, key, &nservers))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("server \"%s\" does not exist", name)));
+	if (nservers == 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot remove server \"%s\": it is the last server", name),
+				 errdetail("Every key would then be sealed to no server, and nothing could be decrypted again.")));
+	if (memcmp(key, pcar_server_public_key(), PCAR_SERVER_KEY_BYTES) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot remove server \"%s\": this session runs on it", name),
+				 errdetail("The remaining servers must re-encrypt its keys' values, and this one would no longer be one of them."),
+				 errhint("Run remove_server() on another server.")));
+
+	held = pcar_store_remove_server(key);
+	/* a fresh active key, sealed to the servers left, for each keyring it could open */
+	foreach(cell, pcar_store_keyrings_with_active_key(held))
+		(void) pcar_store_rotate_keyring((const char *) lfirst(cell));
+	pcar_wake_worker_at_commit();
+	return list_length(held);
+}
