@@ -243,6 +243,45 @@ SELECT pgcrypt_at_rest.decrypt_text(v, int4send(id)) FROM shouting;
 DROP TABLE shouting;
 DROP FUNCTION shouting_context(int);
 
+-- a table's code that raises the cancel's SQLSTATE itself is that table's
+-- failure: drain() warns and goes on
+CREATE TABLE fake_first (k int);
+INSERT INTO fake_first SELECT active_key_id FROM pgcrypt_at_rest.keyrings WHERE name = 'rot';
+CREATE FUNCTION fake_cancel(v pgcrypt_at_rest.encrypted) RETURNS bool LANGUAGE plpgsql AS $$
+BEGIN
+	IF pgcrypt_at_rest.key_id(v) <> (SELECT k FROM public.fake_first) THEN
+		RAISE EXCEPTION 'pretending to be a cancel' USING ERRCODE = 'query_canceled';
+	END IF;
+	RETURN true;
+END $$;
+CREATE TABLE fake_cancelled (id int, v pgcrypt_at_rest.encrypted CHECK (fake_cancel(v)));
+INSERT INTO fake_cancelled VALUES (1, pgcrypt_at_rest.encrypt('f', 'rot'));
+SELECT pgcrypt_at_rest.rotate_keyring('rot') > 0 AS rotated;
+SELECT pgcrypt_at_rest.drain() >= 0 AS drain_went_on;
+SELECT 'the session still works' AS after_fake_cancel;
+DROP TABLE fake_cancelled, fake_first;
+DROP FUNCTION fake_cancel(pgcrypt_at_rest.encrypted);
+-- a real cancel (here statement_timeout) ends the whole drain(), and leaves
+-- the session as any cancelled statement does
+CREATE FUNCTION sleepy_context(id int) RETURNS bytea LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_sleep(5);
+	RETURN int4send(id);
+END $$;
+CREATE TABLE sleepy (id int, v pgcrypt_at_rest.encrypted);
+INSERT INTO sleepy VALUES (1, pgcrypt_at_rest.encrypt('s', 'rot', int4send(1)));
+SELECT pgcrypt_at_rest.set_column_context('sleepy', 'v', 'public.sleepy_context(id)');
+SELECT pgcrypt_at_rest.rotate_keyring('rot') > 0 AS rotated;
+SET statement_timeout = '300ms';
+SELECT pgcrypt_at_rest.drain();
+RESET statement_timeout;
+SELECT 'the session still works' AS after_cancel;
+BEGIN;
+SELECT count(*) AS sleepy_rows FROM sleepy;
+COMMIT;
+DROP TABLE sleepy;
+DROP FUNCTION sleepy_context(int);
+
 -- the caller's replica mode and large-object compatibility do not reach a
 -- table owner's code; its other settings are the running session's
 CREATE ROLE regress_rot_tenant;

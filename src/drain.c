@@ -442,11 +442,13 @@ find_rows(Relation rel, AttrNumber attnum, Oid typid, ItemPointer position,
 }
 
 static TimeoutId overrun_timeout = MAX_TIMEOUTS;
+static volatile sig_atomic_t overran = false;
 
 /* In a signal handler: as die() does, which nothing can catch. */
 static void
 owner_code_overran(void)
 {
+	overran = true;
 	ProcDiePending = true;
 	InterruptPending = true;
 	SetLatch(MyLatch);
@@ -466,14 +468,31 @@ disable_owner_code_timeouts(void)
 		disable_timeout(overrun_timeout, false);
 }
 
-/* Whether the error is row_rewrite.c's refusal, whose hint is ours. */
+/* Whether the error was raised in that source file of ours or PostgreSQL's. */
 static bool
-refused_here(const ErrorData *error)
+raised_in(const ErrorData *error, const char *source)
 {
 	const char *file = error->filename ? strrchr(error->filename, '/') : NULL;
 
 	file = file ? file + 1 : error->filename;
-	return file != NULL && strcmp(file, "row_rewrite.c") == 0;
+	return file != NULL && strcmp(file, source) == 0;
+}
+
+/* Whether the error is row_rewrite.c's refusal, whose hint is ours. */
+static bool
+refused_here(const ErrorData *error)
+{
+	return raised_in(error, "row_rewrite.c");
+}
+
+/*
+ * Whether the error is a real cancel or timeout, raised where PostgreSQL
+ * handles interrupts: a table's code can raise the same SQLSTATE itself.
+ */
+static bool
+interrupted(const ErrorData *error, int sqlerrcode)
+{
+	return error->sqlerrcode == sqlerrcode && raised_in(error, "postgres.c");
 }
 
 /*
@@ -664,9 +683,9 @@ report_table_failure(const PcarDrainState *state, Oid relid, const ErrorData *er
 
 	if (refused_here(error) && error->hint)
 		hint = error->hint;
-	else if (error->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+	else if (interrupted(error, ERRCODE_LOCK_NOT_AVAILABLE))
 		hint = "Another session kept the table locked; it is tried again later.";
-	else if (error->sqlerrcode == ERRCODE_QUERY_CANCELED)
+	else if (interrupted(error, ERRCODE_QUERY_CANCELED) || error->filename == NULL)
 		hint = "The table's own code (a constraint, an index expression, a generated column or its context expression) ran longer than pgcrypt_at_rest.worker_statement_timeout; it is tried again later.";
 	else
 		hint = "The table's own code (a constraint, an index expression, a generated column or its context expression) failed as its owner; values it holds stay under their key until it succeeds.";
@@ -718,6 +737,7 @@ batch_on_table(const PcarDrainState *state, const PcarColumn *column, ItemPointe
 	/* if the worker is stopped in this batch, the next one knows where */
 	if (state->in_worker)
 		pcar_shared_set_batch_table(MyDatabaseId, column->relid);
+	overran = false;
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(context);
 	PG_TRY();
@@ -732,12 +752,14 @@ batch_on_table(const PcarDrainState *state, const PcarColumn *column, ItemPointe
 
 		MemoryContextSwitchTo(context);
 		error = CopyErrorData();
-		if (!state->in_worker && error->sqlerrcode == ERRCODE_QUERY_CANCELED)
-			PG_RE_THROW();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(context);
 		CurrentResourceOwner = owner;
+
+		/* drain()'s caller cancelled, or their statement_timeout: the whole call ends */
+		if (!state->in_worker && interrupted(error, ERRCODE_QUERY_CANCELED))
+			ReThrowError(error);
 
 		/* what the batch did is undone */
 		for (int k = 0; k < nkeys; k++)
@@ -755,7 +777,13 @@ batch_on_table(const PcarDrainState *state, const PcarColumn *column, ItemPointe
 	PG_END_TRY();
 	MemoryContextSwitchTo(context);
 	CurrentResourceOwner = owner;
-	if (state->in_worker)
+
+	/*
+	 * Code that never checks for interrupts (some built-ins do not) outlives
+	 * both timers and returns here with the worker's termination pending:
+	 * the table stays marked, for the next worker to record.
+	 */
+	if (state->in_worker && !overran)
 		pcar_shared_set_batch_table(MyDatabaseId, InvalidOid);
 	return ok;
 }
