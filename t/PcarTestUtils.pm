@@ -52,7 +52,8 @@ sub write_secret_file
 # Creates and initialises a node named $name that preloads pgcrypt_at_rest
 # with the server secret in $opts{keyfile}, or else in a new secret file in a
 # temporary directory.  $opts{conf}, if given, is more postgresql.conf text
-# appended after those two settings.  The node is not started.  Returns the
+# appended after those two settings; $opts{init}, options for init()
+# (allows_streaming => 1 for a primary).  The node is not started.  Returns the
 # node and the path of its secret file.
 sub preloaded_node
 {
@@ -62,7 +63,7 @@ sub preloaded_node
 	(my $quoted = $keyfile) =~ s/'/''/g;
 
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	$node->init(%{ $opts{init} // {} });
 	$node->append_conf(
 		'postgresql.conf',
 		"shared_preload_libraries = 'pgcrypt_at_rest'\n"
