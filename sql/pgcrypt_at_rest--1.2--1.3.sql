@@ -146,6 +146,26 @@ RETURNS integer
 AS 'MODULE_PATHNAME', 'pcar_remove_server_sql'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
+-- A server moving to a new secret: copies for both keys until it runs with the new one.
+ALTER TABLE pgcrypt_at_rest.server
+	ADD COLUMN pending_public_key bytea UNIQUE,
+	ADD COLUMN pending_since timestamptz;
+
+CREATE FUNCTION pgcrypt_at_rest.replace_server_key(name text, new_public_key bytea)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'pcar_replace_server_key_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION pgcrypt_at_rest.complete_server_key_replacement(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'pcar_complete_server_key_replacement_sql'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION pgcrypt_at_rest.replace_server_key(text, bytea) IS
+	'move a server to a new secret: seal every live key for its new public key too; returns how many';
+COMMENT ON FUNCTION pgcrypt_at_rest.complete_server_key_replacement(text) IS
+	'once the server runs with its new secret: delete the copies sealed for the old one';
+
 COMMENT ON FUNCTION pgcrypt_at_rest.add_server(text, bytea) IS
 	'seal every live key for a new server''s public key; returns how many';
 COMMENT ON FUNCTION pgcrypt_at_rest.remove_server(text) IS
@@ -153,7 +173,9 @@ COMMENT ON FUNCTION pgcrypt_at_rest.remove_server(text) IS
 
 REVOKE ALL ON FUNCTION
 	pgcrypt_at_rest.add_server(text, bytea),
-	pgcrypt_at_rest.remove_server(text)
+	pgcrypt_at_rest.remove_server(text),
+	pgcrypt_at_rest.replace_server_key(text, bytea),
+	pgcrypt_at_rest.complete_server_key_replacement(text)
 	FROM PUBLIC;
 
 -- This server's public key, or NULL without a secret (the view must not fail).
@@ -174,7 +196,10 @@ CREATE OR REPLACE VIEW pgcrypt_at_rest.servers AS
 			   AND NOT EXISTS (SELECT FROM pgcrypt_at_rest.sealed_key c
 								WHERE c.key_id = k.id AND c.server_public_key = s.public_key))
 			 AS live_keys_missing,
-		   s.public_key = pgcrypt_at_rest._this_server_public_key() AS this_server
+		   coalesce(pgcrypt_at_rest._this_server_public_key() IN (s.public_key, s.pending_public_key), false)
+			 AS this_server,
+		   s.pending_public_key,
+		   s.pending_since
 	  FROM pgcrypt_at_rest.server s;
 
 COMMENT ON VIEW pgcrypt_at_rest.servers IS

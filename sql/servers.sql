@@ -69,11 +69,30 @@ SELECT count(*) FILTER (WHERE pgcrypt_at_rest.decrypt_text(v) = 't' || i) AS dec
 -- the last server cannot leave
 SELECT pgcrypt_at_rest.remove_server(name) FROM pgcrypt_at_rest.servers;
 
+-- moving to a new secret: sealed for the new key too, until completed
+-- (t/024 restarts a server with its new secret; here, the surface)
+SELECT pgcrypt_at_rest.replace_server_key('nope', decode(md5('c') || md5('d'), 'hex'));
+SELECT pgcrypt_at_rest.replace_server_key('here', decode(repeat('00', 32), 'hex'));
+SELECT pgcrypt_at_rest.replace_server_key('here', pgcrypt_at_rest.server_public_key());
+SELECT pgcrypt_at_rest.replace_server_key('here', NULL);
+SELECT pgcrypt_at_rest.complete_server_key_replacement('here');
+SELECT pgcrypt_at_rest.replace_server_key('here', decode(md5('c') || md5('d'), 'hex')) AS sealed;
+SELECT name, this_server, pending_public_key = decode(md5('c') || md5('d'), 'hex') AS pending,
+	   pending_since IS NOT NULL AS since
+  FROM pgcrypt_at_rest.servers;
+SELECT key_id, status, sealed_copies FROM pgcrypt_at_rest.keys WHERE status <> 'destroyed' ORDER BY key_id;
+SELECT pgcrypt_at_rest.replace_server_key('here', decode(md5('e') || md5('f'), 'hex'));
+SELECT pgcrypt_at_rest.add_server('spare', decode(md5('c') || md5('d'), 'hex'));
+SELECT pgcrypt_at_rest.complete_server_key_replacement('here');
+SELECT count(*) FILTER (WHERE pgcrypt_at_rest.decrypt_text(v) = 't' || i) AS decrypts FROM t;
+
 -- for the key administrator only
 CREATE ROLE regress_server_tenant;
 SET ROLE regress_server_tenant;
 SELECT pgcrypt_at_rest.add_server('spare', decode(md5('a') || md5('b'), 'hex'));
 SELECT pgcrypt_at_rest.remove_server('spare');
+SELECT pgcrypt_at_rest.replace_server_key('here', decode(md5('e') || md5('f'), 'hex'));
+SELECT pgcrypt_at_rest.complete_server_key_replacement('here');
 RESET ROLE;
 DROP ROLE regress_server_tenant;
 

@@ -169,10 +169,17 @@ require_local_server_registered(void)
 	Datum		values[1];
 
 	values[0] = pcar_bytea_datum(pcar_server_public_key(), PCAR_SERVER_KEY_BYTES);
-	pcar_spi_execute("SELECT pg_catalog.count(*)" PCAR_EQ "0,"
-				  " pg_catalog.bool_or(public_key" PCAR_EQ "$1)"
-				  " FROM " PCAR_SCHEMA ".server",
-				  SPI_OK_SELECT, 1, types, values);
+	/* a server moving to a new secret is itself with either */
+	if (pcar_store_schema_is_current())
+		pcar_spi_execute("SELECT pg_catalog.count(*)" PCAR_EQ "0,"
+						 " pg_catalog.bool_or(public_key" PCAR_EQ "$1 OR pending_public_key" PCAR_EQ "$1)"
+						 " FROM " PCAR_SCHEMA ".server",
+						 SPI_OK_SELECT, 1, types, values);
+	else
+		pcar_spi_execute("SELECT pg_catalog.count(*)" PCAR_EQ "0,"
+						 " pg_catalog.bool_or(public_key" PCAR_EQ "$1)"
+						 " FROM " PCAR_SCHEMA ".server",
+						 SPI_OK_SELECT, 1, types, values);
 	{
 		bool		isnull;
 		bool		empty = DatumGetBool(pcar_spi_datum(0, 1, &isnull));
@@ -216,7 +223,14 @@ add_active_key(int32 keyring_id)
 
 	/* no server can be added while the new key is sealed for the others */
 	pcar_spi_execute("LOCK TABLE " PCAR_SCHEMA ".server IN SHARE MODE", SPI_OK_UTILITY, 0, NULL, NULL);
-	pcar_spi_execute("SELECT public_key FROM " PCAR_SCHEMA ".server", SPI_OK_SELECT, 0, NULL, NULL);
+	/* a server moving to a new secret gets a copy for each of its keys */
+	if (pcar_store_schema_is_current())
+		pcar_spi_execute("SELECT public_key FROM " PCAR_SCHEMA ".server"
+						 " UNION ALL SELECT pending_public_key FROM " PCAR_SCHEMA ".server"
+						 " WHERE pending_public_key IS NOT NULL",
+						 SPI_OK_SELECT, 0, NULL, NULL);
+	else
+		pcar_spi_execute("SELECT public_key FROM " PCAR_SCHEMA ".server", SPI_OK_SELECT, 0, NULL, NULL);
 	servers = SPI_tuptable;
 	nservers = SPI_processed;
 
@@ -708,7 +722,8 @@ pcar_store_server_name(const uint8 *public_key)
 
 	values[0] = pcar_bytea_datum(public_key, PCAR_SERVER_KEY_BYTES);
 	pcar_spi_begin(&session);
-	pcar_spi_execute("SELECT name FROM " PCAR_SCHEMA ".server WHERE public_key" PCAR_EQ "$1",
+	pcar_spi_execute("SELECT name FROM " PCAR_SCHEMA ".server"
+					 " WHERE public_key" PCAR_EQ "$1 OR pending_public_key" PCAR_EQ "$1",
 					 SPI_OK_SELECT, 1, types, values);
 	if (SPI_processed > 0)
 		name = MemoryContextStrdup(session.caller_context, pcar_spi_text(0, 1));
@@ -716,8 +731,28 @@ pcar_store_server_name(const uint8 *public_key)
 	return name;
 }
 
+/* A 32-byte key from a query's column, or false if NULL. */
+static bool
+server_key_column(int column, const char *name, uint8 *key)
+{
+	bool		isnull;
+	Datum		value = pcar_spi_datum(0, column, &isnull);
+	bytea	   *bytes;
+
+	if (isnull)
+		return false;
+	bytes = DatumGetByteaPP(value);
+	if (VARSIZE_ANY_EXHDR(bytes) != PCAR_SERVER_KEY_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("a public key of server \"%s\" has the wrong length", name)));
+	memcpy(key, VARDATA_ANY(bytes), PCAR_SERVER_KEY_BYTES);
+	return true;
+}
+
 bool
-pcar_store_server_public_key(const char *name, uint8 *public_key, int *nservers)
+pcar_store_server_keys(const char *name, uint8 *public_key, uint8 *pending_key,
+					   bool *pending, int *nservers)
 {
 	PcarSpiSession session;
 	Oid			types[1] = {TEXTOID};
@@ -726,23 +761,65 @@ pcar_store_server_public_key(const char *name, uint8 *public_key, int *nservers)
 	bool		isnull;
 
 	pcar_spi_begin(&session);
-	pcar_spi_execute("SELECT s.public_key, (SELECT pg_catalog.count(*)::int4 FROM " PCAR_SCHEMA ".server)"
+	pcar_spi_execute("SELECT s.public_key, (SELECT pg_catalog.count(*)::int4 FROM " PCAR_SCHEMA ".server),"
+					 "       s.pending_public_key"
 					 "  FROM " PCAR_SCHEMA ".server s WHERE s.name" PCAR_EQ "$1",
 					 SPI_OK_SELECT, 1, types, values);
 	if (SPI_processed > 0)
 	{
-		bytea	   *key = DatumGetByteaPP(pcar_spi_datum(0, 1, &isnull));
-
-		if (VARSIZE_ANY_EXHDR(key) != PCAR_SERVER_KEY_BYTES)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("the public key of server \"%s\" has the wrong length", name)));
-		memcpy(public_key, VARDATA_ANY(key), PCAR_SERVER_KEY_BYTES);
+		(void) server_key_column(1, name, public_key);
 		*nservers = DatumGetInt32(pcar_spi_datum(0, 2, &isnull));
+		*pending = server_key_column(3, name, pending_key);
 		found = true;
 	}
 	pcar_spi_end(&session);
 	return found;
+}
+
+bool
+pcar_store_server_public_key(const char *name, uint8 *public_key, int *nservers)
+{
+	uint8		pending_key[PCAR_SERVER_KEY_BYTES];
+	bool		pending;
+
+	return pcar_store_server_keys(name, public_key, pending_key, &pending, nservers);
+}
+
+void
+pcar_store_set_pending_key(const char *name, const uint8 *pending_key)
+{
+	PcarSpiSession session;
+	Oid			types[2] = {TEXTOID, BYTEAOID};
+	Datum		values[2];
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = pcar_bytea_datum(pending_key, PCAR_SERVER_KEY_BYTES);
+	pcar_spi_begin(&session);
+	pcar_spi_execute("UPDATE " PCAR_SCHEMA ".server"
+					 " SET pending_public_key = $2, pending_since = pg_catalog.now()"
+					 " WHERE name" PCAR_EQ "$1",
+					 SPI_OK_UPDATE, 2, types, values);
+	pcar_spi_end(&session);
+}
+
+void
+pcar_store_complete_key_replacement(const char *name, const uint8 *old_key)
+{
+	PcarSpiSession session;
+	Oid			name_types[1] = {TEXTOID};
+	Datum		name_values[1] = {CStringGetTextDatum(name)};
+	Oid			key_types[1] = {BYTEAOID};
+	Datum		key_values[1];
+
+	key_values[0] = pcar_bytea_datum(old_key, PCAR_SERVER_KEY_BYTES);
+	pcar_spi_begin(&session);
+	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".sealed_key WHERE server_public_key" PCAR_EQ "$1",
+					 SPI_OK_DELETE, 1, key_types, key_values);
+	pcar_spi_execute("UPDATE " PCAR_SCHEMA ".server"
+					 " SET public_key = pending_public_key, pending_public_key = NULL, pending_since = NULL"
+					 " WHERE name" PCAR_EQ "$1",
+					 SPI_OK_UPDATE, 1, name_types, name_values);
+	pcar_spi_end(&session);
 }
 
 List *
@@ -801,7 +878,9 @@ pcar_store_remove_server(const uint8 *public_key)
 						   "   AND k.status" PCAR_OP("<>") "'destroyed' ORDER BY k.id",
 						   1, types, values);
 	pcar_spi_begin(&session);
-	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".sealed_key WHERE server_public_key" PCAR_EQ "$1",
+	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".sealed_key s USING " PCAR_SCHEMA ".server v"
+					 " WHERE v.public_key" PCAR_EQ "$1"
+					 "   AND s.server_public_key IN (v.public_key, v.pending_public_key)",
 					 SPI_OK_DELETE, 1, types, values);
 	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".server WHERE public_key" PCAR_EQ "$1",
 					 SPI_OK_DELETE, 1, types, values);

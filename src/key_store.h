@@ -115,6 +115,13 @@ extern void pcar_store_lock_servers(void);
 extern char *pcar_store_server_name(const uint8 *public_key);
 /* Its public key, and how many servers there are; false if no such server. */
 extern bool pcar_store_server_public_key(const char *name, uint8 *public_key, int *nservers);
+/* The same, and the public key it is moving to (*pending), if any. */
+extern bool pcar_store_server_keys(const char *name, uint8 *public_key, uint8 *pending_key,
+								   bool *pending, int *nservers);
+/* A server moving to a new secret: copies are sealed for both keys meanwhile. */
+extern void pcar_store_set_pending_key(const char *name, const uint8 *pending_key);
+/* The move is over: the old key's copies go, the pending key is the server's. */
+extern void pcar_store_complete_key_replacement(const char *name, const uint8 *old_key);
 /* Keys not destroyed, by id. */
 extern List *pcar_store_live_keys(void);
 extern void pcar_store_add_server(const char *name, const uint8 *public_key);

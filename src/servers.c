@@ -7,9 +7,12 @@
  * them, or nothing is added.  Removing a server deletes its copies and
  * replaces the active key of every keyring it could open, so that it can
  * open nothing written from then on; the worker drains the deprecated keys
- * and destroys them as after any rotation.  Both lock the server table
- * against new keys and each other (key_store.c), and neither writes a user
- * row: the cost grows with the number of keys, never with the data.
+ * and destroys them as after any rotation.  Moving a server to a new secret
+ * seals every key for the new public key beside the old copies, and a
+ * second call, once the server runs with the new secret, deletes the old
+ * ones.  All of them lock the server table against new keys and each other
+ * (key_store.c), and none writes a user row: the cost grows with the number
+ * of keys, never with the data.
  */
 #include "postgres.h"
 
@@ -108,13 +111,15 @@ int
 pcar_remove_server(const char *name)
 {
 	uint8		key[PCAR_SERVER_KEY_BYTES];
+	uint8		pending_key[PCAR_SERVER_KEY_BYTES];
+	bool		pending;
 	int			nservers;
 	List	   *held;
 	ListCell   *cell;
 
 	pcar_server_key_require();
 	pcar_store_lock_servers();
-	if (!pcar_store_server_public_key(name, key, &nservers))
+	if (!pcar_store_server_keys(name, key, pending_key, &pending, &nservers))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("server \"%s\" does not exist", name)));
@@ -123,7 +128,8 @@ pcar_remove_server(const char *name)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot remove server \"%s\": it is the last server", name),
 				 errdetail("Every key would then be sealed to no server, and nothing could be decrypted again.")));
-	if (memcmp(key, pcar_server_public_key(), PCAR_SERVER_KEY_BYTES) == 0)
+	if (memcmp(key, pcar_server_public_key(), PCAR_SERVER_KEY_BYTES) == 0 ||
+		(pending && memcmp(pending_key, pcar_server_public_key(), PCAR_SERVER_KEY_BYTES) == 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot remove server \"%s\": this session runs on it", name),
@@ -136,4 +142,101 @@ pcar_remove_server(const char *name)
 		(void) pcar_store_rotate_keyring((const char *) lfirst(cell));
 	pcar_wake_worker_at_commit();
 	return list_length(held);
+}
+
+/*
+ * Moving a server to a new secret: every live key is sealed for the new
+ * public key too, beside the copies for the old one, so that the server
+ * decrypts with its old secret until it restarts with the new one, and
+ * with the new one after.  Keys made meanwhile are sealed for both.  No
+ * user row is written.
+ */
+int
+pcar_replace_server_key(const char *name, const bytea *new_public_key)
+{
+	const uint8 *new_key = (const uint8 *) VARDATA_ANY(new_public_key);
+	uint8		old_key[PCAR_SERVER_KEY_BYTES];
+	uint8		pending_key[PCAR_SERVER_KEY_BYTES];
+	bool		pending;
+	int			nservers;
+	char	   *holder;
+	List	   *live;
+	ListCell   *cell;
+	int			sealed = 0;
+
+	check_public_key(new_public_key);
+	pcar_server_key_require();
+	pcar_store_lock_servers();
+	if (!pcar_store_server_keys(name, old_key, pending_key, &pending, &nservers))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("server \"%s\" does not exist", name)));
+	if (pending)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("server \"%s\" is already moving to a new secret", name),
+				 errhint("Restart it with that secret and run complete_server_key_replacement('%s') first.", name)));
+	holder = pcar_store_server_name(new_key);
+	if (holder != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("that public key is already registered, as server \"%s\"", holder)));
+
+	live = pcar_store_live_keys();
+	foreach(cell, live)
+	{
+		PcarStoredKey stored;
+
+		if (!pcar_store_fetch_key(lfirst_int(cell), &stored) || !stored.has_copy)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("this server cannot open key %d, so it cannot seal it for the new secret of server \"%s\"",
+							lfirst_int(cell), name),
+					 errhint("Run replace_server_key() on a server whose pgcrypt_at_rest.servers row shows no missing keys.")));
+	}
+
+	pcar_store_set_pending_key(name, new_key);
+	foreach(cell, live)
+	{
+		int32		key_id = lfirst_int(cell);
+		uint8		copy[PCAR_SEALED_KEY_BYTES];
+
+		pcar_seal_data_key(copy, pcar_key_cache_get(key_id), new_key);
+		pcar_store_add_sealed_copy(key_id, new_key, copy);
+		sealed++;
+	}
+	return sealed;
+}
+
+/*
+ * The server runs with its new secret: the copies for the old one go.  On
+ * the server itself this can be checked; another server's restart cannot be
+ * seen from here, so the caller's word is taken.
+ */
+void
+pcar_complete_server_key_replacement(const char *name)
+{
+	uint8		old_key[PCAR_SERVER_KEY_BYTES];
+	uint8		pending_key[PCAR_SERVER_KEY_BYTES];
+	bool		pending;
+	int			nservers;
+
+	pcar_server_key_require();
+	pcar_store_lock_servers();
+	if (!pcar_store_server_keys(name, old_key, pending_key, &pending, &nservers))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("server \"%s\" does not exist", name)));
+	if (!pending)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("server \"%s\" is not moving to a new secret", name),
+				 errhint("Start a move with replace_server_key().")));
+	if (memcmp(old_key, pcar_server_public_key(), PCAR_SERVER_KEY_BYTES) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("server \"%s\" still runs with its old secret", name),
+				 errdetail("This session runs on it, and its loaded secret is the one being replaced."),
+				 errhint("Restart it with the new secret first.")));
+	pcar_store_complete_key_replacement(name, old_key);
 }

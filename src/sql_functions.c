@@ -63,6 +63,8 @@ PG_FUNCTION_INFO_V1(pcar_rows_under_key);
 PG_FUNCTION_INFO_V1(pcar_destroy_key_sql);
 PG_FUNCTION_INFO_V1(pcar_add_server_sql);
 PG_FUNCTION_INFO_V1(pcar_remove_server_sql);
+PG_FUNCTION_INFO_V1(pcar_replace_server_key_sql);
+PG_FUNCTION_INFO_V1(pcar_complete_server_key_replacement_sql);
 PG_FUNCTION_INFO_V1(pcar_this_server_public_key);
 
 /*
@@ -592,6 +594,27 @@ pcar_remove_server_sql(PG_FUNCTION_ARGS)
 	require_not_null(fcinfo, 0, "name");
 	pcar_store_require_current_schema();
 	PG_RETURN_INT32(pcar_remove_server(text_to_cstring(PG_GETARG_TEXT_PP(0))));
+}
+
+/* A server moves to a new secret: every live key sealed for it as well. */
+Datum
+pcar_replace_server_key_sql(PG_FUNCTION_ARGS)
+{
+	require_not_null(fcinfo, 0, "name");
+	require_not_null(fcinfo, 1, "new_public_key");
+	pcar_store_require_current_schema();
+	PG_RETURN_INT32(pcar_replace_server_key(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+											PG_GETARG_BYTEA_PP(1)));
+}
+
+/* It runs with the new secret: the old copies go. */
+Datum
+pcar_complete_server_key_replacement_sql(PG_FUNCTION_ARGS)
+{
+	require_not_null(fcinfo, 0, "name");
+	pcar_store_require_current_schema();
+	pcar_complete_server_key_replacement(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_VOID();
 }
 
 /* After a restore: its keys may be destroyed once drained, like any other. */
