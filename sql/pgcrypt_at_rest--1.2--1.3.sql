@@ -204,3 +204,21 @@ CREATE OR REPLACE VIEW pgcrypt_at_rest.servers AS
 
 COMMENT ON VIEW pgcrypt_at_rest.servers IS
 	'servers that data keys are sealed to: live keys each holds and lacks, and which one you are connected to';
+
+------------------------------------------------------------------------------
+-- Internal helpers live apart from the API, so that \df pgcrypt_at_rest.*
+-- lists what users call.  Triggers and views use them by OID: nothing else
+-- changes.
+------------------------------------------------------------------------------
+
+CREATE SCHEMA pgcrypt_at_rest_internal;
+REVOKE ALL ON SCHEMA pgcrypt_at_rest_internal FROM PUBLIC;
+COMMENT ON SCHEMA pgcrypt_at_rest_internal IS
+	'pgcrypt_at_rest''s internal helpers (triggers, views); not for calling';
+
+ALTER FUNCTION pgcrypt_at_rest._invalidate_key_cache() SET SCHEMA pgcrypt_at_rest_internal;
+ALTER FUNCTION pgcrypt_at_rest._skip_known_server() SET SCHEMA pgcrypt_at_rest_internal;
+ALTER FUNCTION pgcrypt_at_rest._register_local_server() SET SCHEMA pgcrypt_at_rest_internal;
+ALTER FUNCTION pgcrypt_at_rest._destruction_hold(uuid) SET SCHEMA pgcrypt_at_rest_internal;
+ALTER FUNCTION pgcrypt_at_rest._worker_databases() SET SCHEMA pgcrypt_at_rest_internal;
+ALTER FUNCTION pgcrypt_at_rest._this_server_public_key() SET SCHEMA pgcrypt_at_rest_internal;

@@ -664,7 +664,7 @@ pcar_store_destruction_hold(int32 key_id)
 	char	   *hold = NULL;
 
 	pcar_spi_begin(&session);
-	pcar_spi_execute("SELECT " PCAR_SCHEMA "._destruction_hold(installation)"
+	pcar_spi_execute("SELECT " PCAR_INTERNAL_SCHEMA "._destruction_hold(installation)"
 					 "  FROM " PCAR_SCHEMA ".data_key WHERE id" PCAR_EQ "$1",
 					 SPI_OK_SELECT, 1, types, values);
 	if (SPI_processed == 1)

@@ -7,6 +7,8 @@
 
 /* The extension is not relocatable: its objects always live here. */
 #define PCAR_SCHEMA "pgcrypt_at_rest"
+/* Helpers for triggers and views (from 1.3 on) */
+#define PCAR_INTERNAL_SCHEMA "pgcrypt_at_rest_internal"
 
 /* Set by _PG_init when loaded through shared_preload_libraries. */
 extern bool pcar_preloaded;
