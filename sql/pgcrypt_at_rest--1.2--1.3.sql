@@ -100,7 +100,20 @@ CREATE OR REPLACE VIEW pgcrypt_at_rest.rotation_status AS
 		   k.drained_at,
 		   pgcrypt_at_rest._destruction_hold(k.installation) AS destruction_held,
 		   f.failures AS table_failures,
-		   f.retry_after AS table_retry_after
+		   f.retry_after AS table_retry_after,
+		   -- in words, so that a key with no table left does not read as stuck
+		   CASE
+			 WHEN pgcrypt_at_rest._destruction_hold(k.installation) IS NOT NULL THEN 'held'
+			 WHEN k.drained_at IS NOT NULL THEN 'drained: destroyed once destroy_grace has passed'
+			 WHEN p.unrotatable > 0 AND p.unrotatable >= p.remaining THEN 'values here cannot be re-encrypted'
+			 WHEN f.relid IS NOT NULL THEN 'failing: retried after table_retry_after'
+			 WHEN p.remaining > 0 THEN 'draining'
+			 WHEN p.key_id IS NULL AND EXISTS (SELECT FROM pgcrypt_at_rest.rotation_progress q
+												WHERE q.key_id = k.id AND q.counted_at IS NOT NULL)
+			   THEN 'no value left: destroyed after a final count'
+			 WHEN p.key_id IS NULL THEN 'waiting for the next pass'
+			 ELSE 'done here'
+		   END AS state
 	  FROM pgcrypt_at_rest.data_key k
 	  JOIN pgcrypt_at_rest.keyring r ON r.id = k.keyring_id
 	  LEFT JOIN pgcrypt_at_rest.rotation_progress p

@@ -69,12 +69,15 @@ SELECT pgcrypt_at_rest.deprecate_key(:rot_key1);
 SELECT pgcrypt_at_rest.deprecate_key(424242);
 
 -- nothing is drained yet: the status shows the key and no column
-SELECT key_id = :rot_key1 AS is_first, keyring, table_name, remaining FROM pgcrypt_at_rest.rotation_status
+SELECT key_id = :rot_key1 AS is_first, keyring, table_name, remaining, state FROM pgcrypt_at_rest.rotation_status
  ORDER BY key_id;
 
 -- one pass, in this transaction
 SELECT pgcrypt_at_rest.drain() AS reencrypted;
 SELECT table_name, column_name, remaining, reencrypted, unrotatable, unrotatable_reason
+  FROM pgcrypt_at_rest.rotation_status ORDER BY table_name::text, column_name;
+-- the same, in words
+SELECT table_name, column_name, state
   FROM pgcrypt_at_rest.rotation_status ORDER BY table_name::text, column_name;
 
 -- every value re-encrypted decrypts to what it was, and nothing else changed
