@@ -223,14 +223,19 @@ add_active_key(int32 keyring_id)
 
 	/* no server can be added while the new key is sealed for the others */
 	pcar_spi_execute("LOCK TABLE " PCAR_SCHEMA ".server IN SHARE MODE", SPI_OK_UTILITY, 0, NULL, NULL);
-	/* a server moving to a new secret gets a copy for each of its keys */
+	/*
+	 * Read with the latest snapshot, after the lock: at REPEATABLE READ the
+	 * transaction's snapshot may predate a server added or removed while we
+	 * waited, and the key would miss it, or be sealed to a server gone.  A
+	 * server moving to a new secret gets a copy for each of its keys.
+	 */
 	if (pcar_store_schema_is_current())
-		pcar_spi_execute("SELECT public_key FROM " PCAR_SCHEMA ".server"
-						 " UNION ALL SELECT pending_public_key FROM " PCAR_SCHEMA ".server"
-						 " WHERE pending_public_key IS NOT NULL",
-						 SPI_OK_SELECT, 0, NULL, NULL);
+		(void) pcar_spi_select_latest("SELECT public_key FROM " PCAR_SCHEMA ".server"
+									  " UNION SELECT pending_public_key FROM " PCAR_SCHEMA ".server"
+									  " WHERE pending_public_key IS NOT NULL",
+									  0, NULL, NULL);
 	else
-		pcar_spi_execute("SELECT public_key FROM " PCAR_SCHEMA ".server", SPI_OK_SELECT, 0, NULL, NULL);
+		(void) pcar_spi_select_latest("SELECT public_key FROM " PCAR_SCHEMA ".server", 0, NULL, NULL);
 	servers = SPI_tuptable;
 	nservers = SPI_processed;
 
@@ -878,9 +883,13 @@ pcar_store_remove_server(const uint8 *public_key)
 						   "   AND k.status" PCAR_OP("<>") "'destroyed' ORDER BY k.id",
 						   1, types, values);
 	pcar_spi_begin(&session);
+	/* its pending key's copies too, unless (a crafted row) another server's key */
 	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".sealed_key s USING " PCAR_SCHEMA ".server v"
 					 " WHERE v.public_key" PCAR_EQ "$1"
-					 "   AND s.server_public_key IN (v.public_key, v.pending_public_key)",
+					 "   AND (s.server_public_key" PCAR_EQ "v.public_key"
+					 "        OR (s.server_public_key" PCAR_EQ "v.pending_public_key"
+					 "            AND NOT EXISTS (SELECT FROM " PCAR_SCHEMA ".server o"
+					 "                             WHERE o.public_key" PCAR_EQ "v.pending_public_key)))",
 					 SPI_OK_DELETE, 1, types, values);
 	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".server WHERE public_key" PCAR_EQ "$1",
 					 SPI_OK_DELETE, 1, types, values);

@@ -16,6 +16,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 
@@ -25,6 +26,21 @@
 #include "servers.h"
 #include "shared_state.h"
 #include "sodium_provider.h"
+
+/*
+ * Each function locks the server table and then must see every key and
+ * server committed before it got the lock: a snapshot taken earlier, as
+ * REPEATABLE READ keeps one, would hide them.
+ */
+static void
+require_read_committed(const char *function)
+{
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("%s must run at the READ COMMITTED isolation level", function),
+				 errdetail("It must see every key and server committed before it locked the server table.")));
+}
 
 /* The public key given to add_server(), checked. */
 static void
@@ -57,6 +73,7 @@ pcar_add_server(const char *name, const bytea *public_key)
 	int32		first_missing = 0;
 	int			sealed = 0;
 
+	require_read_committed("add_server()");
 	check_public_key(public_key);
 	pcar_server_key_require();
 	pcar_store_lock_servers();
@@ -117,6 +134,7 @@ pcar_remove_server(const char *name)
 	List	   *held;
 	ListCell   *cell;
 
+	require_read_committed("remove_server()");
 	pcar_server_key_require();
 	pcar_store_lock_servers();
 	if (!pcar_store_server_keys(name, key, pending_key, &pending, &nservers))
@@ -164,6 +182,7 @@ pcar_replace_server_key(const char *name, const bytea *new_public_key)
 	ListCell   *cell;
 	int			sealed = 0;
 
+	require_read_committed("replace_server_key()");
 	check_public_key(new_public_key);
 	pcar_server_key_require();
 	pcar_store_lock_servers();
@@ -221,6 +240,7 @@ pcar_complete_server_key_replacement(const char *name)
 	bool		pending;
 	int			nservers;
 
+	require_read_committed("complete_server_key_replacement()");
 	pcar_server_key_require();
 	pcar_store_lock_servers();
 	if (!pcar_store_server_keys(name, old_key, pending_key, &pending, &nservers))
