@@ -25,6 +25,10 @@ pgcrypt_at_rest.worker_naptime = '1s'
 pgcrypt_at_rest.destroy_grace = 0
 pgcrypt_at_rest.rotation_delay = 0
 pgcrypt_at_rest.rotation_batch_size = 1000
+# a worker for each of the (up to five) databases at once: this test is about
+# each database's worker coming and going, t/017 about a pool too small
+pgcrypt_at_rest.max_workers = 6
+max_worker_processes = 10
 });
 $node->start;
 
