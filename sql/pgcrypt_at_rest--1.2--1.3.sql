@@ -235,3 +235,109 @@ ALTER FUNCTION pgcrypt_at_rest._register_local_server() SET SCHEMA pgcrypt_at_re
 ALTER FUNCTION pgcrypt_at_rest._destruction_hold(uuid) SET SCHEMA pgcrypt_at_rest_internal;
 ALTER FUNCTION pgcrypt_at_rest._worker_databases() SET SCHEMA pgcrypt_at_rest_internal;
 ALTER FUNCTION pgcrypt_at_rest._this_server_public_key() SET SCHEMA pgcrypt_at_rest_internal;
+
+------------------------------------------------------------------------------
+-- Keyring properties take named arguments, and keyrings a drain priority
+------------------------------------------------------------------------------
+
+-- After a server leaves, the most sensitive data is re-encrypted first:
+-- passes drain one priority at a time, highest first, then the next.
+ALTER TABLE pgcrypt_at_rest.keyring ADD COLUMN drain_priority integer NOT NULL DEFAULT 0;
+ALTER TABLE pgcrypt_at_rest.rotation_pass ADD COLUMN priority integer NOT NULL DEFAULT 0;
+
+-- alter_keyring() gains named arguments, an omitted one leaving its property
+-- as it is (the defaults are values no call can mean: a negative interval or
+-- count).  Calls with the three arguments of 1.1 keep their meaning, NULL
+-- included (no limit).  Grants on the old function carry over.
+DO $$
+DECLARE
+	grantees text[];
+	grantee text;
+BEGIN
+	SELECT pg_catalog.array_agg(DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text) INTO grantees
+	  FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+	 WHERE p.oid = 'pgcrypt_at_rest.alter_keyring(text, interval, bigint)'::pg_catalog.regprocedure
+	   AND a.privilege_type = 'EXECUTE' AND a.grantee <> 0 AND a.grantee <> p.proowner;
+
+	DROP FUNCTION pgcrypt_at_rest.alter_keyring(text, interval, bigint);
+	CREATE FUNCTION pgcrypt_at_rest.alter_keyring(name text,
+		rotate_after interval DEFAULT '-1 second',
+		max_encryptions bigint DEFAULT -1,
+		priority integer DEFAULT NULL)
+	RETURNS void
+	AS 'MODULE_PATHNAME', 'pcar_alter_keyring'
+	LANGUAGE C VOLATILE PARALLEL UNSAFE;
+	COMMENT ON FUNCTION pgcrypt_at_rest.alter_keyring(text, interval, bigint, integer) IS
+		'set a keyring''s properties: rotation policy (NULL: no limit) and drain priority; an omitted argument leaves its property as it is';
+	REVOKE ALL ON FUNCTION pgcrypt_at_rest.alter_keyring(text, interval, bigint, integer) FROM PUBLIC;
+
+	FOREACH grantee IN ARRAY coalesce(grantees, '{}') LOOP
+		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION pgcrypt_at_rest.alter_keyring(text, interval, bigint, integer) TO %s',
+								  grantee);
+	END LOOP;
+END
+$$;
+
+CREATE OR REPLACE VIEW pgcrypt_at_rest.keyrings AS
+	SELECT r.name,
+		   k.id AS active_key_id,
+		   (SELECT count(*) FROM pgcrypt_at_rest.data_key d
+			 WHERE d.keyring_id = r.id AND d.status = 'deprecated') AS deprecated_keys,
+		   r.created_at,
+		   r.rotate_after,
+		   r.max_encryptions,
+		   due.policy_due,
+		   CASE WHEN due.policy_due THEN
+			 (SELECT min(d.id) FROM pgcrypt_at_rest.data_key d
+			   WHERE d.keyring_id = r.id AND d.status = 'deprecated' AND d.drained_at IS NULL)
+		   END AS policy_waits_for_key,
+		   r.drain_priority AS priority
+	  FROM pgcrypt_at_rest.keyring r
+	  LEFT JOIN pgcrypt_at_rest.data_key k ON k.keyring_id = r.id AND k.status = 'active'
+	  CROSS JOIN LATERAL (SELECT coalesce(k.created_at + r.rotate_after <= now(), false)
+								 OR coalesce(k.encryptions >= r.max_encryptions, false)
+								 AS policy_due) due;
+
+-- rotation_status: the order keys drain in (priority, then newest first)
+CREATE OR REPLACE VIEW pgcrypt_at_rest.rotation_status AS
+	SELECT k.id AS key_id,
+		   r.name AS keyring,
+		   p.relid::regclass AS table_name,
+		   a.attname AS column_name,
+		   p.remaining,
+		   p.reencrypted,
+		   p.unrotatable,
+		   p.unrotatable_reason,
+		   coalesce(p.started_at, k.deprecated_at) AS started_at,
+		   p.counted_at,
+		   p.last_batch_at,
+		   p.last_error,
+		   p.last_error_at,
+		   k.drained_at,
+		   pgcrypt_at_rest_internal._destruction_hold(k.installation) AS destruction_held,
+		   f.failures AS table_failures,
+		   f.retry_after AS table_retry_after,
+		   CASE
+			 WHEN pgcrypt_at_rest_internal._destruction_hold(k.installation) IS NOT NULL THEN 'held'
+			 WHEN k.drained_at IS NOT NULL THEN 'drained: destroyed once destroy_grace has passed'
+			 WHEN p.unrotatable > 0 AND p.unrotatable >= p.remaining THEN 'values here cannot be re-encrypted'
+			 WHEN f.relid IS NOT NULL THEN 'failing: retried after table_retry_after'
+			 WHEN p.remaining > 0 THEN 'draining'
+			 WHEN p.key_id IS NULL AND EXISTS (SELECT FROM pgcrypt_at_rest.rotation_progress q
+												WHERE q.key_id = k.id AND q.counted_at IS NOT NULL)
+			   THEN 'no value left: destroyed after a final count'
+			 WHEN p.key_id IS NULL THEN 'waiting for the next pass'
+			 ELSE 'done here'
+		   END AS state,
+		   o.drain_order
+	  FROM pgcrypt_at_rest.data_key k
+	  JOIN pgcrypt_at_rest.keyring r ON r.id = k.keyring_id
+	  JOIN (SELECT d.id, rank() OVER (ORDER BY g.drain_priority DESC, d.id DESC) AS drain_order
+			  FROM pgcrypt_at_rest.data_key d
+			  JOIN pgcrypt_at_rest.keyring g ON g.id = d.keyring_id
+			 WHERE d.status = 'deprecated') o ON o.id = k.id
+	  LEFT JOIN pgcrypt_at_rest.rotation_progress p
+		ON p.key_id = k.id AND (p.remaining > 0 OR p.reencrypted > 0 OR p.last_error IS NOT NULL)
+	  LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = p.relid AND a.attnum = p.attnum
+	  LEFT JOIN pgcrypt_at_rest.rotation_failure f ON f.relid = p.relid
+	 WHERE k.status = 'deprecated';

@@ -15,6 +15,18 @@ SELECT pgcrypt_at_rest.alter_keyring('nope', NULL, NULL);
 SELECT pgcrypt_at_rest.alter_keyring(NULL, '1 day', NULL);
 SELECT pgcrypt_at_rest.alter_keyring('rot', NULL, 0);
 SELECT pgcrypt_at_rest.alter_keyring('rot', '-1 day', NULL);
+-- named arguments: an omitted one leaves its property as it is; NULL is no limit
+SELECT pgcrypt_at_rest.alter_keyring('rot', '90 days', 1000000);
+SELECT pgcrypt_at_rest.alter_keyring('rot', priority => 5);
+SELECT name, rotate_after, max_encryptions, priority FROM pgcrypt_at_rest.keyrings WHERE name = 'rot';
+SELECT pgcrypt_at_rest.alter_keyring('rot', max_encryptions => NULL);
+SELECT name, rotate_after, max_encryptions, priority FROM pgcrypt_at_rest.keyrings WHERE name = 'rot';
+SELECT pgcrypt_at_rest.alter_keyring(name => 'rot', rotate_after => '1 year');
+SELECT name, rotate_after, max_encryptions, priority FROM pgcrypt_at_rest.keyrings WHERE name = 'rot';
+SELECT pgcrypt_at_rest.alter_keyring('rot', rotate_after => NULL, priority => 0);
+SELECT name, rotate_after, max_encryptions, priority FROM pgcrypt_at_rest.keyrings WHERE name = 'rot';
+SELECT pgcrypt_at_rest.alter_keyring('rot', max_encryptions => 0);
+SELECT pgcrypt_at_rest.alter_keyring('rot', rotate_after => '-2 days');
 
 -- tables the drain must cover: plain, partitioned, inherited, a domain, a
 -- context declared from the row, one never declared, and a materialized view

@@ -30,7 +30,16 @@ SELECT table_name, pg_typeof(table_owner), table_owner = current_user::regrole A
   FROM pgcrypt_at_rest.column_context;
 -- 1.2 waits for 1.3's objects before anything rotates
 SELECT pgcrypt_at_rest.drain() AS reencrypted;
+-- a grant on alter_keyring() survives its new signature
+CREATE ROLE regress_keyring_admin;
+GRANT EXECUTE ON FUNCTION pgcrypt_at_rest.alter_keyring(text, interval, bigint) TO regress_keyring_admin;
 ALTER EXTENSION pgcrypt_at_rest UPDATE TO '1.3';
+SELECT has_function_privilege('regress_keyring_admin',
+	'pgcrypt_at_rest.alter_keyring(text, interval, bigint, integer)', 'EXECUTE') AS grant_kept,
+	   has_function_privilege('public',
+	'pgcrypt_at_rest.alter_keyring(text, interval, bigint, integer)', 'EXECUTE') AS public_execute;
+REVOKE ALL ON FUNCTION pgcrypt_at_rest.alter_keyring(text, interval, bigint, integer) FROM regress_keyring_admin;
+DROP ROLE regress_keyring_admin;
 SELECT extversion FROM pg_extension WHERE extname = 'pgcrypt_at_rest';
 -- policies say when they are due and what they wait for
 SELECT pgcrypt_at_rest.alter_keyring('old', '1 second', NULL);

@@ -82,24 +82,57 @@ typedef struct DrainKey
 	const char *failure_reason;
 } DrainKey;
 
-/* Deprecated keys still being drained, minus the excluded ones. */
-static DrainKey *
-load_drain_keys(List *exclude_keys, int *nkeys)
+/*
+ * The priority a new pass drains: the next lower one after the last pass's,
+ * or the highest.  found is sorted by priority, highest first.
+ */
+static int32
+choose_priority(const PcarKeyName *found, int nfound, List *exclude_keys,
+				const PcarDrainState *state)
 {
-	int			nfound;
-	PcarKeyName *found = pcar_store_keys_to_drain(&nfound);
+	bool		any = false;
+	int32		top = 0;
+
+	for (int i = 0; i < nfound; i++)
+	{
+		if (list_member_int(exclude_keys, found[i].key_id))
+			continue;
+		if (!any)
+			top = found[i].priority;
+		any = true;
+		if (state->last_priority_valid && found[i].priority < state->last_priority)
+			return found[i].priority;
+	}
+	return top;
+}
+
+/* Deprecated keys of that priority still being drained, minus the excluded ones. */
+static DrainKey *
+load_drain_keys(const PcarKeyName *found, int nfound, List *exclude_keys, int32 priority,
+				int *nkeys)
+{
 	DrainKey   *keys = palloc0(sizeof(DrainKey) * Max(nfound, 1));
 
 	*nkeys = 0;
 	for (int i = 0; i < nfound; i++)
 	{
-		if (list_member_int(exclude_keys, found[i].key_id))
+		if (list_member_int(exclude_keys, found[i].key_id) || found[i].priority != priority)
 			continue;
 		keys[*nkeys].key_id = found[i].key_id;
 		strlcpy(keys[*nkeys].keyring, found[i].keyring, NAMEDATALEN);
 		(*nkeys)++;
 	}
 	return keys;
+}
+
+/* Whether keys of a lower priority than this one wait for a pass. */
+static bool
+lower_priorities_wait(const PcarKeyName *found, int nfound, List *exclude_keys, int32 priority)
+{
+	for (int i = 0; i < nfound; i++)
+		if (!list_member_int(exclude_keys, found[i].key_id) && found[i].priority < priority)
+			return true;
+	return false;
 }
 
 /*
@@ -792,6 +825,8 @@ void
 pcar_drain_batch(PcarDrainState *state, PcarDrainResult *result, List *exclude_keys)
 {
 	bool		wait = !state->in_worker;
+	int			nfound;
+	PcarKeyName *found;
 	int			nkeys;
 	DrainKey   *keys;
 	int			ncolumns;
@@ -805,6 +840,7 @@ pcar_drain_batch(PcarDrainState *state, PcarDrainResult *result, List *exclude_k
 	result->pass_running = false;
 	result->reencrypted = 0;
 	result->drained_keys = NIL;
+	result->lower_priorities_left = false;
 	state->relid = InvalidOid;
 	state->attnum = 0;
 
@@ -813,22 +849,34 @@ pcar_drain_batch(PcarDrainState *state, PcarDrainResult *result, List *exclude_k
 		result->pass_running = true;	/* someone else drains: try again soon */
 		return;
 	}
-	keys = load_drain_keys(exclude_keys, &nkeys);
+	found = pcar_store_keys_to_drain(&nfound);
 	pcar_pass_read(&cursor);
-	/* the worker's pass in progress may be past some tables: start over */
-	if (state->new_pass && cursor.exists)
-	{
-		cursor.exists = false;
-		pcar_pass_write(&cursor, false);
-	}
-	state->new_pass = false;
-	if (nkeys == 0)
+	/* the worker's pass in progress may be past some tables: start over, from the top */
+	if (state->new_pass)
 	{
 		if (cursor.exists)
 		{
 			cursor.exists = false;
 			pcar_pass_write(&cursor, false);
 		}
+		state->last_priority_valid = false;
+	}
+	state->new_pass = false;
+	if (!cursor.exists)
+		cursor.priority = choose_priority(found, nfound, exclude_keys, state);
+	keys = load_drain_keys(found, nfound, exclude_keys, cursor.priority, &nkeys);
+	if (nkeys == 0)
+	{
+		/* none left at this priority (or none at all): the pass is over */
+		if (cursor.exists)
+		{
+			cursor.exists = false;
+			pcar_pass_write(&cursor, false);
+		}
+		state->last_priority = cursor.priority;
+		state->last_priority_valid = true;
+		result->lower_priorities_left = lower_priorities_wait(found, nfound, exclude_keys,
+															  cursor.priority);
 		return;
 	}
 
@@ -938,6 +986,10 @@ pcar_drain_batch(PcarDrainState *state, PcarDrainResult *result, List *exclude_k
 			record_counts(columns, ncolumns, keys, nkeys, true, wait, &result->drained_keys);
 			cursor.exists = false;
 			pcar_pass_write(&cursor, false);
+			state->last_priority = cursor.priority;
+			state->last_priority_valid = true;
+			result->lower_priorities_left = lower_priorities_wait(found, nfound, exclude_keys,
+																  cursor.priority);
 		}
 		else
 		{

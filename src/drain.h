@@ -15,6 +15,7 @@ typedef struct PcarDrainResult
 	bool		pass_running;	/* call again: the pass is not finished */
 	int64		reencrypted;	/* values re-encrypted by this call */
 	List	   *drained_keys;	/* at a pass's end, keys with no value left (int list) */
+	bool		lower_priorities_left;	/* at a pass's end, keys of a lower priority wait */
 } PcarDrainResult;
 
 /*
@@ -42,6 +43,14 @@ typedef struct PcarDrainState
 	int			statement_timeout_ms;	/* 0: none */
 	int			naptime_seconds;	/* the backoff's unit */
 	Oid			stopped_in_relid;	/* the last worker was stopped in a batch on it */
+
+	/*
+	 * A pass drains the keys of one drain priority, highest first; the next
+	 * pass takes the next lower priority that has keys, then starts again
+	 * from the top, so that keys that cannot drain never hold back others.
+	 */
+	bool		last_priority_valid;
+	int32		last_priority;	/* of the last pass that ended */
 } PcarDrainState;
 
 extern void pcar_drain_state_init(PcarDrainState *state, MemoryContext context);

@@ -430,10 +430,10 @@ pcar_store_keys_to_drain(int *nkeys)
 	PcarKeyName *keys;
 
 	pcar_spi_begin(&session);
-	pcar_spi_execute("SELECT k.id, r.name FROM " PCAR_SCHEMA ".data_key k"
+	pcar_spi_execute("SELECT k.id, r.name, r.drain_priority FROM " PCAR_SCHEMA ".data_key k"
 					 " JOIN " PCAR_SCHEMA ".keyring r ON r.id" PCAR_EQ "k.keyring_id"
 					 " WHERE k.status" PCAR_EQ "'deprecated' AND k.drained_at IS NULL"
-					 " ORDER BY k.id",
+					 " ORDER BY r.drain_priority DESC, k.id DESC",
 					 SPI_OK_SELECT, 0, NULL, NULL);
 	keys = MemoryContextAllocZero(session.caller_context, sizeof(PcarKeyName) * Max(SPI_processed, 1));
 	*nkeys = SPI_processed;
@@ -443,6 +443,7 @@ pcar_store_keys_to_drain(int *nkeys)
 
 		keys[i].key_id = DatumGetInt32(pcar_spi_datum(i, 1, &isnull));
 		strlcpy(keys[i].keyring, pcar_spi_text(i, 2), NAMEDATALEN);
+		keys[i].priority = DatumGetInt32(pcar_spi_datum(i, 3, &isnull));
 	}
 	pcar_spi_end(&session);
 	return keys;
@@ -580,18 +581,38 @@ pcar_store_deprecate_key(int32 key_id)
 }
 
 void
-pcar_store_alter_keyring(const char *keyring, Datum rotate_after, bool rotate_after_null,
-						 int64 max_encryptions, bool max_encryptions_null)
+pcar_store_alter_keyring(const char *keyring, const PcarKeyringChange *change)
 {
 	PcarSpiSession session;
-	Oid			types[3] = {TEXTOID, INTERVALOID, INT8OID};
-	Datum		values[3] = {CStringGetTextDatum(keyring), rotate_after, Int64GetDatum(max_encryptions)};
-	char		nulls[3] = {' ', rotate_after_null ? 'n' : ' ', max_encryptions_null ? 'n' : ' '};
+	Oid			types[7] = {TEXTOID, INTERVALOID, INT8OID, BOOLOID, BOOLOID, BOOLOID, INT4OID};
+	Datum		values[7];
+	char		nulls[7] = "       ";
+	bool		current = pcar_store_schema_is_current();
+
+	values[0] = CStringGetTextDatum(keyring);
+	values[1] = change->rotate_after;
+	nulls[1] = change->rotate_after_null || !change->set_rotate_after ? 'n' : ' ';
+	values[2] = Int64GetDatum(change->max_encryptions);
+	nulls[2] = change->max_encryptions_null || !change->set_max_encryptions ? 'n' : ' ';
+	values[3] = BoolGetDatum(change->set_rotate_after);
+	values[4] = BoolGetDatum(change->set_max_encryptions);
+	values[5] = BoolGetDatum(change->set_priority);
+	values[6] = Int32GetDatum(change->priority);
 
 	pcar_spi_begin(&session);
-	pcar_spi_execute_nulls("UPDATE " PCAR_SCHEMA ".keyring"
-						   " SET rotate_after = $2, max_encryptions = $3 WHERE name" PCAR_EQ "$1",
-						   SPI_OK_UPDATE, 3, types, values, nulls);
+	if (current)
+		pcar_spi_execute_nulls("UPDATE " PCAR_SCHEMA ".keyring"
+							   " SET rotate_after = CASE WHEN $4 THEN $2 ELSE rotate_after END,"
+							   "     max_encryptions = CASE WHEN $5 THEN $3 ELSE max_encryptions END,"
+							   "     drain_priority = CASE WHEN $6 THEN $7 ELSE drain_priority END"
+							   " WHERE name" PCAR_EQ "$1",
+							   SPI_OK_UPDATE, 7, types, values, nulls);
+	else
+		pcar_spi_execute_nulls("UPDATE " PCAR_SCHEMA ".keyring"
+							   " SET rotate_after = CASE WHEN $4 THEN $2 ELSE rotate_after END,"
+							   "     max_encryptions = CASE WHEN $5 THEN $3 ELSE max_encryptions END"
+							   " WHERE name" PCAR_EQ "$1",
+							   SPI_OK_UPDATE, 5, types, values, nulls);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

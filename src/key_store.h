@@ -68,11 +68,12 @@ typedef struct PcarKeyName
 {
 	int32		key_id;
 	char		keyring[NAMEDATALEN];
+	int32		priority;		/* its keyring's drain priority */
 } PcarKeyName;
 
 /* The drain state of keys (see drain.c, key_destruction.c). */
 
-/* Deprecated keys not found drained yet, in id order. */
+/* Deprecated keys not found drained yet: highest drain priority first, then newest. */
 extern PcarKeyName *pcar_store_keys_to_drain(int *nkeys);
 extern List *pcar_store_deprecated_keys(void);
 extern List *pcar_store_keys_past_grace(int grace_seconds);
@@ -89,8 +90,20 @@ extern void pcar_store_deprecate_key(int32 key_id);
 extern bool pcar_store_key_status(int32 key_id, bool lock, PcarKeyStatus *status, char *keyring);
 
 /* Rotation policies */
-extern void pcar_store_alter_keyring(const char *keyring, Datum rotate_after, bool rotate_after_null,
-									 int64 max_encryptions, bool max_encryptions_null);
+/* What alter_keyring() changes: each set_ flag says whether to touch it. */
+typedef struct PcarKeyringChange
+{
+	bool		set_rotate_after;
+	bool		rotate_after_null;
+	Datum		rotate_after;
+	bool		set_max_encryptions;
+	bool		max_encryptions_null;
+	int64		max_encryptions;
+	bool		set_priority;
+	int32		priority;
+} PcarKeyringChange;
+
+extern void pcar_store_alter_keyring(const char *keyring, const PcarKeyringChange *change);
 extern void pcar_store_add_encryptions(int32 key_id, int64 count);
 extern List *pcar_store_keyrings_due(void);
 /* "keyring K waits for key N" for each policy due that waits for a key still draining. */

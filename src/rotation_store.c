@@ -29,7 +29,7 @@ pcar_pass_read(PcarPassCursor *cursor)
 	PcarSpiSession session;
 
 	pcar_spi_begin(&session);
-	pcar_spi_execute("SELECT relid, attnum, resume_after, started_at FROM " PCAR_SCHEMA ".rotation_pass",
+	pcar_spi_execute("SELECT relid, attnum, resume_after, started_at, priority FROM " PCAR_SCHEMA ".rotation_pass",
 					 SPI_OK_SELECT, 0, NULL, NULL);
 	cursor->exists = SPI_processed > 0;
 	if (cursor->exists)
@@ -41,6 +41,7 @@ pcar_pass_read(PcarPassCursor *cursor)
 		ItemPointerCopy((ItemPointer) DatumGetPointer(pcar_spi_datum(0, 3, &isnull)),
 						&cursor->after);
 		cursor->started_at = DatumGetTimestampTz(pcar_spi_datum(0, 4, &isnull));
+		cursor->priority = DatumGetInt32(pcar_spi_datum(0, 5, &isnull));
 	}
 	pcar_spi_end(&session);
 }
@@ -49,17 +50,17 @@ void
 pcar_pass_write(const PcarPassCursor *cursor, bool new_pass)
 {
 	PcarSpiSession session;
-	Oid			types[3] = {OIDOID, INT2OID, TIDOID};
-	Datum		values[3] = {ObjectIdGetDatum(cursor->relid), Int16GetDatum(cursor->attnum),
-	PointerGetDatum(&cursor->after)};
+	Oid			types[4] = {OIDOID, INT2OID, TIDOID, INT4OID};
+	Datum		values[4] = {ObjectIdGetDatum(cursor->relid), Int16GetDatum(cursor->attnum),
+	PointerGetDatum(&cursor->after), Int32GetDatum(cursor->priority)};
 
 	pcar_spi_begin(&session);
 	if (!cursor->exists)
 		pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".rotation_pass", SPI_OK_DELETE, 0, NULL, NULL);
 	else if (new_pass)
-		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".rotation_pass (relid, attnum, resume_after)"
-						 " VALUES ($1, $2, $3)",
-						 SPI_OK_INSERT, 3, types, values);
+		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".rotation_pass (relid, attnum, resume_after, priority)"
+						 " VALUES ($1, $2, $3, $4)",
+						 SPI_OK_INSERT, 4, types, values);
 	else
 		pcar_spi_execute("UPDATE " PCAR_SCHEMA ".rotation_pass"
 						 " SET relid = $1, attnum = $2, resume_after = $3",

@@ -21,6 +21,7 @@ typedef struct PcarPassCursor
 	AttrNumber	attnum;
 	ItemPointerData after;		/* resume after this row of the column's table */
 	TimestampTz started_at;		/* identifies the pass */
+	int32		priority;		/* the drain priority whose keys the pass drains */
 } PcarPassCursor;
 
 extern void pcar_pass_read(PcarPassCursor *cursor);

@@ -21,6 +21,8 @@ typedef struct PcarWorkerMemo
 	int			idle_passes;	/* passes in a row that re-encrypted nothing */
 	TimestampTz blocked_policies_logged_at;
 	Oid			batch_relid;	/* a batch was under way on this table when its worker left */
+	bool		last_priority_valid;	/* the drain priority of the last pass */
+	int32		last_priority;
 } PcarWorkerMemo;
 
 /* One database as the rotation_workers view shows it. */

@@ -311,33 +311,61 @@ pcar_deprecate_key(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/*
+ * alter_keyring(name, rotate_after, max_encryptions, priority).  An omitted
+ * argument gets a default no call can mean (a negative interval or count,
+ * or a NULL priority) and leaves its property as it is; NULL rotate_after or
+ * max_encryptions means no limit.  The three-argument form of 1.1 and 1.2
+ * sets both limits.
+ */
 Datum
 pcar_alter_keyring(PG_FUNCTION_ARGS)
 {
 	char	   *keyring;
+	PcarKeyringChange change;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("keyring must not be null")));
 	keyring = keyring_name_arg(fcinfo);
+	memset(&change, 0, sizeof(change));
+
+	change.set_rotate_after = true;
+	change.rotate_after_null = PG_ARGISNULL(1);
 	if (!PG_ARGISNULL(1))
 	{
+		Interval   *rotate_after = PG_GETARG_INTERVAL_P(1);
 		Interval   *zero = palloc0(sizeof(Interval));
+		bool		omitted = PG_NARGS() > 3 && rotate_after->month == 0 &&
+			rotate_after->day == 0 && rotate_after->time == -USECS_PER_SEC;
 
-		if (DatumGetBool(DirectFunctionCall2(interval_le, PG_GETARG_DATUM(1),
-											 IntervalPGetDatum(zero))))
+		if (omitted)
+			change.set_rotate_after = false;
+		else if (DatumGetBool(DirectFunctionCall2(interval_le, PG_GETARG_DATUM(1),
+												  IntervalPGetDatum(zero))))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("rotate_after must be a positive interval")));
+		change.rotate_after = PG_GETARG_DATUM(1);
 	}
-	if (!PG_ARGISNULL(2) && PG_GETARG_INT64(2) <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_encryptions must be positive")));
-	pcar_store_alter_keyring(keyring,
-							 PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1), PG_ARGISNULL(1),
-							 PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2), PG_ARGISNULL(2));
+	change.set_max_encryptions = true;
+	change.max_encryptions_null = PG_ARGISNULL(2);
+	if (!PG_ARGISNULL(2))
+	{
+		change.max_encryptions = PG_GETARG_INT64(2);
+		if (PG_NARGS() > 3 && change.max_encryptions == -1)
+			change.set_max_encryptions = false;
+		else if (change.max_encryptions <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_encryptions must be positive")));
+	}
+	change.set_priority = PG_NARGS() > 3 && !PG_ARGISNULL(3);
+	if (change.set_priority)
+		change.priority = PG_GETARG_INT32(3);
+
+	pcar_store_alter_keyring(keyring, &change);
 	pcar_wake_worker_at_commit();
 	PG_RETURN_VOID();
 }
@@ -423,7 +451,8 @@ pcar_drain(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 		pcar_drain_batch(&state, &result, NIL);
 		total += result.reencrypted;
-	} while (result.pass_running);
+		/* a pass per drain priority, highest first */
+	} while (result.pass_running || result.lower_priorities_left);
 	PG_RETURN_INT64(total);
 }
 

@@ -182,7 +182,9 @@ drain_done(WorkerState *state, bool ok)
 	else
 		state->pass.running = true; /* the failing column was skipped */
 
-	if (!state->pass.running)
+	if (!state->pass.running && ok && state->batch.lower_priorities_left)
+		state->pass.next_at = 0;	/* the next drain priority's pass, now */
+	else if (!state->pass.running)
 	{
 		state->pass.idle_passes = state->pass.reencrypted > 0 ? 0 : Min(state->pass.idle_passes + 1, 4);
 		state->pass.reencrypted = 0;
@@ -332,6 +334,8 @@ leave(WorkerState *state, Oid dboid, bool extension_missing)
 	memo.pass_due_at = state->pass.next_at;
 	memo.idle_passes = state->pass.idle_passes;
 	memo.blocked_policies_logged_at = state->waiting_policies_logged_at;
+	memo.last_priority_valid = state->drain.last_priority_valid;
+	memo.last_priority = state->drain.last_priority;
 	pcar_shared_worker_leaving(dboid, &memo, !idle(state), extension_missing);
 	proc_exit(0);
 }
@@ -380,6 +384,8 @@ pcar_worker_main(Datum main_arg)
 	pcar_drain_state_init(&state.drain, worker_context);
 	state.drain.in_worker = true;
 	state.drain.stopped_in_relid = memo.batch_relid;
+	state.drain.last_priority_valid = memo.last_priority_valid;
+	state.drain.last_priority = memo.last_priority;
 	pcar_drain_register_overrun_timeout();
 	pcar_destruction_rounds_init(&state.rounds, worker_context);
 
