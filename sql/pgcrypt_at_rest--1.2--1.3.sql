@@ -80,72 +80,6 @@ COMMENT ON VIEW pgcrypt_at_rest.rotation_workers IS
 	'every database the launcher serves: running, waiting for a worker (and since when), or idle';
 
 ------------------------------------------------------------------------------
--- Views
-------------------------------------------------------------------------------
-
-CREATE OR REPLACE VIEW pgcrypt_at_rest.rotation_status AS
-	SELECT k.id AS key_id,
-		   r.name AS keyring,
-		   p.relid::regclass AS table_name,
-		   a.attname AS column_name,
-		   p.remaining,
-		   p.reencrypted,
-		   p.unrotatable,
-		   p.unrotatable_reason,
-		   coalesce(p.started_at, k.deprecated_at) AS started_at,
-		   p.counted_at,
-		   p.last_batch_at,
-		   p.last_error,
-		   p.last_error_at,
-		   k.drained_at,
-		   pgcrypt_at_rest._destruction_hold(k.installation) AS destruction_held,
-		   f.failures AS table_failures,
-		   f.retry_after AS table_retry_after,
-		   -- in words, so that a key with no table left does not read as stuck
-		   CASE
-			 WHEN pgcrypt_at_rest._destruction_hold(k.installation) IS NOT NULL THEN 'held'
-			 WHEN k.drained_at IS NOT NULL THEN 'drained: destroyed once destroy_grace has passed'
-			 WHEN p.unrotatable > 0 AND p.unrotatable >= p.remaining THEN 'values here cannot be re-encrypted'
-			 WHEN f.relid IS NOT NULL THEN 'failing: retried after table_retry_after'
-			 WHEN p.remaining > 0 THEN 'draining'
-			 WHEN p.key_id IS NULL AND EXISTS (SELECT FROM pgcrypt_at_rest.rotation_progress q
-												WHERE q.key_id = k.id AND q.counted_at IS NOT NULL)
-			   THEN 'no value left: destroyed after a final count'
-			 WHEN p.key_id IS NULL THEN 'waiting for the next pass'
-			 ELSE 'done here'
-		   END AS state
-	  FROM pgcrypt_at_rest.data_key k
-	  JOIN pgcrypt_at_rest.keyring r ON r.id = k.keyring_id
-	  LEFT JOIN pgcrypt_at_rest.rotation_progress p
-		ON p.key_id = k.id AND (p.remaining > 0 OR p.reencrypted > 0 OR p.last_error IS NOT NULL)
-	  LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = p.relid AND a.attnum = p.attnum
-	  LEFT JOIN pgcrypt_at_rest.rotation_failure f ON f.relid = p.relid
-	 WHERE k.status = 'deprecated';
-
--- A policy that is due but waits for an earlier key still being drained says which.
-CREATE OR REPLACE VIEW pgcrypt_at_rest.keyrings AS
-	SELECT r.name,
-		   k.id AS active_key_id,
-		   (SELECT count(*) FROM pgcrypt_at_rest.data_key d
-			 WHERE d.keyring_id = r.id AND d.status = 'deprecated') AS deprecated_keys,
-		   r.created_at,
-		   r.rotate_after,
-		   r.max_encryptions,
-		   due.policy_due,
-		   CASE WHEN due.policy_due THEN
-			 (SELECT min(d.id) FROM pgcrypt_at_rest.data_key d
-			   WHERE d.keyring_id = r.id AND d.status = 'deprecated' AND d.drained_at IS NULL)
-		   END AS policy_waits_for_key
-	  FROM pgcrypt_at_rest.keyring r
-	  LEFT JOIN pgcrypt_at_rest.data_key k ON k.keyring_id = r.id AND k.status = 'active'
-	  CROSS JOIN LATERAL (SELECT coalesce(k.created_at + r.rotate_after <= now(), false)
-								 OR coalesce(k.encryptions >= r.max_encryptions, false)
-								 AS policy_due) due;
-
-COMMENT ON VIEW pgcrypt_at_rest.keyrings IS
-	'keyrings, their active key, and whether their rotation policy is due or waits for a key still draining';
-
-------------------------------------------------------------------------------
 -- Servers join and leave
 ------------------------------------------------------------------------------
 
@@ -278,6 +212,8 @@ BEGIN
 END
 $$;
 
+-- keyrings: whether the policy is due, the key a due policy waits for, and
+-- the drain priority
 CREATE OR REPLACE VIEW pgcrypt_at_rest.keyrings AS
 	SELECT r.name,
 		   k.id AS active_key_id,
@@ -298,7 +234,11 @@ CREATE OR REPLACE VIEW pgcrypt_at_rest.keyrings AS
 								 OR coalesce(k.encryptions >= r.max_encryptions, false)
 								 AS policy_due) due;
 
--- rotation_status: the order keys drain in (priority, then newest first)
+COMMENT ON VIEW pgcrypt_at_rest.keyrings IS
+	'keyrings, their active key, and whether their rotation policy is due or waits for a key still draining';
+
+-- rotation_status: per table, a failing table's record, each row's state in
+-- words, and the order keys drain in (priority, then newest first)
 CREATE OR REPLACE VIEW pgcrypt_at_rest.rotation_status AS
 	SELECT k.id AS key_id,
 		   r.name AS keyring,

@@ -60,6 +60,54 @@ check_public_key(const bytea *public_key)
 				 errhint("Give the public key of a secret made by pgcrypt_at_rest_keygen.")));
 }
 
+/*
+ * The live keys, once sure this server can open every one of them: it
+ * seals them for another public key, and must not leave some out.
+ */
+static List *
+live_keys_all_open_here(const char *function, const char *name)
+{
+	List	   *live = pcar_store_live_keys();
+	ListCell   *cell;
+	int			missing = 0;
+	int32		first_missing = 0;
+
+	foreach(cell, live)
+	{
+		PcarStoredKey stored;
+		int32		key_id = lfirst_int(cell);
+
+		if ((!pcar_store_fetch_key(key_id, &stored) || !stored.has_copy) && missing++ == 0)
+			first_missing = key_id;
+	}
+	if (missing > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("this server cannot open %d of the %d live keys, so it cannot seal them for server \"%s\"",
+						missing, list_length(live), name),
+				 errdetail("This server holds no copy of key %d, among others.", first_missing),
+				 errhint("Run %s on a server whose pgcrypt_at_rest.servers row shows no missing keys.", function)));
+	return live;
+}
+
+/* Seals each key for the public key; returns how many. */
+static int
+seal_keys_for(List *key_ids, const uint8 *public_key)
+{
+	ListCell   *cell;
+
+	foreach(cell, key_ids)
+	{
+		int32		key_id = lfirst_int(cell);
+		uint8		copy[PCAR_SEALED_KEY_BYTES];
+
+		/* opened from the cache, which holds it in locked memory */
+		pcar_seal_data_key(copy, pcar_key_cache_get(key_id), public_key);
+		pcar_store_add_sealed_copy(key_id, public_key, copy);
+	}
+	return list_length(key_ids);
+}
+
 int
 pcar_add_server(const char *name, const bytea *public_key)
 {
@@ -68,10 +116,6 @@ pcar_add_server(const char *name, const bytea *public_key)
 	int			nservers;
 	char	   *holder;
 	List	   *live;
-	ListCell   *cell;
-	int			missing = 0;
-	int32		first_missing = 0;
-	int			sealed = 0;
 
 	require_read_committed("add_server()");
 	check_public_key(public_key);
@@ -90,38 +134,9 @@ pcar_add_server(const char *name, const bytea *public_key)
 				 errmsg("that public key is already registered, as server \"%s\"", holder)));
 
 	/* every live key must open here, or nothing is added */
-	live = pcar_store_live_keys();
-	foreach(cell, live)
-	{
-		PcarStoredKey stored;
-		int32		key_id = lfirst_int(cell);
-
-		if (!pcar_store_fetch_key(key_id, &stored) || !stored.has_copy)
-		{
-			if (missing++ == 0)
-				first_missing = key_id;
-		}
-	}
-	if (missing > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("this server cannot open %d of the %d live keys, so it cannot seal them for server \"%s\"",
-						missing, list_length(live), name),
-				 errdetail("This server holds no copy of key %d, among others.", first_missing),
-				 errhint("Run add_server() on a server whose pgcrypt_at_rest.servers row shows no missing keys.")));
-
+	live = live_keys_all_open_here("add_server()", name);
 	pcar_store_add_server(name, key);
-	foreach(cell, live)
-	{
-		int32		key_id = lfirst_int(cell);
-		uint8		copy[PCAR_SEALED_KEY_BYTES];
-
-		/* opened from the cache, which holds it in locked memory */
-		pcar_seal_data_key(copy, pcar_key_cache_get(key_id), key);
-		pcar_store_add_sealed_copy(key_id, key, copy);
-		sealed++;
-	}
-	return sealed;
+	return seal_keys_for(live, key);
 }
 
 int
@@ -179,8 +194,6 @@ pcar_replace_server_key(const char *name, const bytea *new_public_key)
 	int			nservers;
 	char	   *holder;
 	List	   *live;
-	ListCell   *cell;
-	int			sealed = 0;
 
 	require_read_committed("replace_server_key()");
 	check_public_key(new_public_key);
@@ -201,30 +214,9 @@ pcar_replace_server_key(const char *name, const bytea *new_public_key)
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("that public key is already registered, as server \"%s\"", holder)));
 
-	live = pcar_store_live_keys();
-	foreach(cell, live)
-	{
-		PcarStoredKey stored;
-
-		if (!pcar_store_fetch_key(lfirst_int(cell), &stored) || !stored.has_copy)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("this server cannot open key %d, so it cannot seal it for the new secret of server \"%s\"",
-							lfirst_int(cell), name),
-					 errhint("Run replace_server_key() on a server whose pgcrypt_at_rest.servers row shows no missing keys.")));
-	}
-
+	live = live_keys_all_open_here("replace_server_key()", name);
 	pcar_store_set_pending_key(name, new_key);
-	foreach(cell, live)
-	{
-		int32		key_id = lfirst_int(cell);
-		uint8		copy[PCAR_SEALED_KEY_BYTES];
-
-		pcar_seal_data_key(copy, pcar_key_cache_get(key_id), new_key);
-		pcar_store_add_sealed_copy(key_id, new_key, copy);
-		sealed++;
-	}
-	return sealed;
+	return seal_keys_for(live, new_key);
 }
 
 /*
