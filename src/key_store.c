@@ -634,51 +634,45 @@ pcar_store_add_encryptions(int32 key_id, int64 count)
 	pcar_spi_end(&session);
 }
 
-List *
-pcar_store_keyrings_due(void)
+/* Runs a query returning one text column; the values as a list of strings. */
+static List *
+select_text_list(const char *sql, int nargs, Oid *types, Datum *values)
 {
 	PcarSpiSession session;
-	List	   *names = NIL;
+	List	   *result = NIL;
 
 	pcar_spi_begin(&session);
-	/*
-	 * Not while an earlier key still drains (policy_waits_for_key): a policy
-	 * faster than the drain would pile up keys.
-	 */
-	pcar_spi_execute("SELECT name FROM " PCAR_SCHEMA ".keyrings"
-					 " WHERE policy_due AND policy_waits_for_key IS NULL ORDER BY name",
-					 SPI_OK_SELECT, 0, NULL, NULL);
+	pcar_spi_execute(sql, SPI_OK_SELECT, nargs, types, values);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		MemoryContext old = MemoryContextSwitchTo(session.caller_context);
 
-		names = lappend(names, pstrdup(pcar_spi_text(i, 1)));
+		result = lappend(result, pstrdup(pcar_spi_text(i, 1)));
 		MemoryContextSwitchTo(old);
 	}
 	pcar_spi_end(&session);
-	return names;
+	return result;
+}
+
+List *
+pcar_store_keyrings_due(void)
+{
+	/*
+	 * Not while an earlier key still drains (policy_waits_for_key): a policy
+	 * faster than the drain would pile up keys.
+	 */
+	return select_text_list("SELECT name FROM " PCAR_SCHEMA ".keyrings"
+							" WHERE policy_due AND policy_waits_for_key IS NULL ORDER BY name",
+							0, NULL, NULL);
 }
 
 List *
 pcar_store_policies_waiting(void)
 {
-	PcarSpiSession session;
-	List	   *waiting = NIL;
-
-	pcar_spi_begin(&session);
-	pcar_spi_execute("SELECT pg_catalog.format('keyring %I waits for key %s', name, policy_waits_for_key)"
-					 "  FROM " PCAR_SCHEMA ".keyrings"
-					 " WHERE policy_due AND policy_waits_for_key IS NOT NULL ORDER BY name",
-					 SPI_OK_SELECT, 0, NULL, NULL);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		MemoryContext old = MemoryContextSwitchTo(session.caller_context);
-
-		waiting = lappend(waiting, pstrdup(pcar_spi_text(i, 1)));
-		MemoryContextSwitchTo(old);
-	}
-	pcar_spi_end(&session);
-	return waiting;
+	return select_text_list("SELECT pg_catalog.format('keyring %I waits for key %s', name, policy_waits_for_key)"
+							"  FROM " PCAR_SCHEMA ".keyrings"
+							" WHERE policy_due AND policy_waits_for_key IS NOT NULL ORDER BY name",
+							0, NULL, NULL);
 }
 
 char *
@@ -922,29 +916,17 @@ pcar_store_remove_server(const uint8 *public_key)
 List *
 pcar_store_keyrings_with_active_key(List *key_ids)
 {
-	PcarSpiSession session;
 	Oid			types[1] = {INT4ARRAYOID};
 	Datum		values[1];
 	Datum	   *ids = palloc(sizeof(Datum) * Max(list_length(key_ids), 1));
 	int			n = 0;
 	ListCell   *cell;
-	List	   *names = NIL;
 
 	foreach(cell, key_ids)
 		ids[n++] = Int32GetDatum(lfirst_int(cell));
 	values[0] = PointerGetDatum(construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT));
-	pcar_spi_begin(&session);
-	pcar_spi_execute("SELECT r.name FROM " PCAR_SCHEMA ".data_key k"
-					 " JOIN " PCAR_SCHEMA ".keyring r ON r.id" PCAR_EQ "k.keyring_id"
-					 " WHERE k.status" PCAR_EQ "'active' AND k.id" PCAR_EQ "ANY ($1) ORDER BY r.name",
-					 SPI_OK_SELECT, 1, types, values);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		MemoryContext old = MemoryContextSwitchTo(session.caller_context);
-
-		names = lappend(names, pstrdup(pcar_spi_text(i, 1)));
-		MemoryContextSwitchTo(old);
-	}
-	pcar_spi_end(&session);
-	return names;
+	return select_text_list("SELECT r.name FROM " PCAR_SCHEMA ".data_key k"
+							" JOIN " PCAR_SCHEMA ".keyring r ON r.id" PCAR_EQ "k.keyring_id"
+							" WHERE k.status" PCAR_EQ "'active' AND k.id" PCAR_EQ "ANY ($1) ORDER BY r.name",
+							1, types, values);
 }
