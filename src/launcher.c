@@ -50,7 +50,7 @@ typedef struct StartedWorker
 } StartedWorker;
 
 static HTAB *started_workers = NULL;
-static bool no_slot_logged = false;
+static TimestampTz no_slot_logged_at = 0;
 
 static void
 register_launcher(void)
@@ -95,15 +95,15 @@ start_worker(Oid dboid)
 	MemoryContextSwitchTo(old);
 	if (!registered)
 	{
-		if (!no_slot_logged)
+		/* once in ten minutes: it stays so until the setting changes */
+		if (TimestampDifferenceExceeds(no_slot_logged_at, GetCurrentTimestamp(), 600 * 1000))
 			ereport(LOG,
 					(errmsg("pgcrypt_at_rest could not start a rotation worker: no background worker slot is free"),
 					 errdetail("Databases wait for a worker; pgcrypt_at_rest.rotation_workers shows which."),
 					 errhint("Raise max_worker_processes above pgcrypt_at_rest.max_workers plus what other background workers and parallel queries need.")));
-		no_slot_logged = true;
+		no_slot_logged_at = GetCurrentTimestamp();
 		return false;
 	}
-	no_slot_logged = false;
 	entry = hash_search(started_workers, &dboid, HASH_ENTER, &found);
 	entry->handle = handle;
 	return true;
@@ -249,7 +249,7 @@ pcar_launcher_main(Datum main_arg)
 			ereport(LOG,
 					(errmsg("pgcrypt_at_rest: database \"%s\" is waiting for a rotation worker",
 							database_name(newly_waiting[i], dboids, names, count)),
-					 errdetail("All %d workers (pgcrypt_at_rest.max_workers) serve other databases; it gets one in turn.",
+					 errdetail("The workers the pool may run (pgcrypt_at_rest.max_workers = %d, or fewer if background worker slots run out) serve other databases; it gets one in turn.",
 							   pcar_max_workers),
 					 errhint("Raise pgcrypt_at_rest.max_workers (and max_worker_processes) if databases often wait.")));
 

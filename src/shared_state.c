@@ -295,7 +295,18 @@ pcar_shared_schedule(TimestampTz now, int naptime_ms, int max_workers, int live_
 			newly_waiting[(*nnewly_waiting)++] = entry->dboid;
 		}
 	}
-	shared->nwaiting = ndue - nstart;
+	/*
+	 * Those that make a running worker leave: not a database known to lack
+	 * the extension (CREATE EXTENSION there signals work, which counts).
+	 */
+	shared->nwaiting = 0;
+	for (int d = 0; d < ndue; d++)
+	{
+		DatabaseEntry *entry = find_database(due[d].dboid, false);
+
+		if (!entry->starting && (!entry->extension_missing || entry->work_signalled))
+			shared->nwaiting++;
+	}
 
 	/* idle workers make room for the waiting: wake them to look */
 	if (shared->nwaiting > 0)
@@ -317,7 +328,6 @@ pcar_shared_start_failed(Oid dboid, TimestampTz now)
 	if (entry != NULL && entry->starting && entry->pid == 0)
 	{
 		entry->starting = false;
-		entry->work_signalled = true;	/* it goes first next time */
 		if (entry->waiting_since == 0)
 			entry->waiting_since = now;
 	}

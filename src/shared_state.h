@@ -57,7 +57,7 @@ extern void pcar_shared_sync_databases(const Oid *dboids, int count);
 extern int	pcar_shared_schedule(TimestampTz now, int naptime_ms, int max_workers,
 								 int live_workers, Oid *to_start, Oid *newly_waiting,
 								 int *nnewly_waiting);
-/* The worker could not be registered: the database waits, first in line. */
+/* The worker could not be registered: the database waits. */
 extern void pcar_shared_start_failed(Oid dboid, TimestampTz now);
 /* The registered worker ended before it ran. */
 extern void pcar_shared_start_ended(Oid dboid, TimestampTz now);

@@ -31,7 +31,19 @@ ok( wait_for(
 		'1', 60, 'a worker for "wanted"'),
 	'the database with the extension gets its worker despite five without it');
 
-# it keeps it: the empty databases' short-lived workers never displace it
+# once each empty database has been visited (and found without the
+# extension), it keeps it: they never displace it again
+ok( wait_for(
+		$node, 'wanted',
+		q{SELECT count(*) FROM pgcrypt_at_rest.rotation_workers WHERE state = 'no extension'},
+		'6', 60, 'the five empty databases and postgres visited'),
+	'every database without the extension was visited once');
+ok( wait_for(
+		$node, 'postgres',
+		q{SELECT count(*) FROM pg_stat_activity
+		   WHERE backend_type = 'pgcrypt_at_rest worker' AND datname = 'wanted'},
+		'1', 60, 'a worker for "wanted" again'),
+	'the database with the extension has its worker');
 sleep(3);
 is( $node->safe_psql(
 		'postgres',
