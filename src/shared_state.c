@@ -484,11 +484,12 @@ pcar_shared_database_states(PcarDatabaseState *states, int max)
 			continue;
 		state->dboid = entry->dboid;
 		state->pid = entry->pid;
+		/* one without the extension only waits for a free worker: not a wait */
 		state->state = entry->pid != 0 ? "running" :
 			entry->starting ? "starting" :
+			entry->extension_missing && !entry->work_signalled ? "no extension" :
 			entry->waiting_since != 0 ? "waiting" :
-			entry->stop_requested ? "stopped" :
-			entry->extension_missing ? "no extension" : "idle";
+			entry->stop_requested ? "stopped" : "idle";
 		state->work_signalled = entry->work_signalled;
 		state->waiting_since = entry->waiting_since;
 		state->visit_started_at = entry->visit_started_at;
