@@ -39,11 +39,12 @@ OBJS = \
 
 EXTENSION = pgcrypt_at_rest
 DATA = sql/pgcrypt_at_rest--1.0.sql sql/pgcrypt_at_rest--1.0--1.1.sql \
-	sql/pgcrypt_at_rest--1.1--1.2.sql sql/pgcrypt_at_rest--1.2--1.3.sql
+	sql/pgcrypt_at_rest--1.1--1.2.sql sql/pgcrypt_at_rest--1.2--1.3.sql \
+	sql/pgcrypt_at_rest--1.3--1.4.sql
 PGFILEDESC = "pgcrypt_at_rest - encrypted columns with sealed, rotating data keys"
 
 REGRESS = type_io keyring encrypt_decrypt errors rotation nested_values pinned_keys servers upgrade
-ISOLATION = concurrent_rotation context_owner_change destruction_count_moves destroy_key_waits server_set_races rotation_key_share rotation_update rotation_delete rotation_insert_select rotation_long_transaction rotation_copy_chain
+ISOLATION = concurrent_rotation context_owner_change destruction_count_moves destroy_key_waits server_set_races seal_during_destruction rotation_key_share rotation_update rotation_delete rotation_insert_select rotation_long_transaction rotation_copy_chain
 TAP_TESTS = 1
 
 # The regression and isolation suites need the library preloaded and a server

@@ -64,7 +64,7 @@ CREATE TABLE accounts (id int PRIMARY KEY, iban pgcrypt_at_rest.encrypted);
 INSERT INTO accounts SELECT i, pgcrypt_at_rest.encrypt('IBAN-' || i, 'rt', int4send(i)) FROM generate_series(1, 3) i;
 SELECT id, pgcrypt_at_rest.decrypt_text(iban, int4send(id)) FROM accounts ORDER BY id;
 UPDATE accounts SET iban = (SELECT iban FROM accounts WHERE id = 1) WHERE id = 2;
-SELECT pgcrypt_at_rest.decrypt_text(iban, int4send(id)) FROM accounts WHERE id = 2;
+SELECT error_of('SELECT pgcrypt_at_rest.decrypt_text(iban, int4send(id)) FROM accounts WHERE id = 2');
 
 -- a NULL value gives NULL; a NULL keyring or context is an error, never a
 -- silently stored NULL

@@ -25,7 +25,7 @@ DELETE FROM pgcrypt_at_rest.server WHERE public_key = ('\x' || repeat('ab', 32))
 
 -- create_keyring returns the new keyring's first (active) key
 SELECT pgcrypt_at_rest.create_keyring('pii') AS pii_key \gset
-SELECT key_id = :pii_key AS returned_id, keyring, status,
+SELECT key_id = :pii_key AS returned_id, keyring, generation, status,
 	   deprecated_at IS NULL AS not_deprecated, destroyed_at IS NULL AS not_destroyed,
 	   sealed_copies
   FROM pgcrypt_at_rest.keys WHERE keyring = 'pii';
@@ -69,13 +69,14 @@ SELECT pgcrypt_at_rest.decrypt_text(pgcrypt_at_rest.encrypt('x', 'legacy ')) AS 
 CREATE TABLE people (id int, ssn pgcrypt_at_rest.encrypted);
 INSERT INTO people VALUES (1, pgcrypt_at_rest.encrypt('111-11-1111', 'pii'));
 SELECT pgcrypt_at_rest.rotate_keyring('pii') AS pii_key2 \gset
-SELECT :pii_key2 > :pii_key AS new_id;
+SELECT :pii_key2 <> :pii_key AS new_id,
+	   (SELECT generation FROM pgcrypt_at_rest.keys WHERE key_id = :pii_key2) AS generation;
 INSERT INTO people VALUES (2, pgcrypt_at_rest.encrypt('222-22-2222', 'pii'));
 SELECT id, pgcrypt_at_rest.key_id(ssn) = :pii_key AS old_key, pgcrypt_at_rest.key_id(ssn) = :pii_key2 AS new_key,
 	   pgcrypt_at_rest.decrypt_text(ssn) AS ssn
   FROM people ORDER BY id;
-SELECT key_id = :pii_key2 AS is_new, status, deprecated_at IS NOT NULL AS has_deprecated_at
-  FROM pgcrypt_at_rest.keys WHERE keyring = 'pii' ORDER BY key_id;
+SELECT generation, key_id = :pii_key2 AS is_new, status, deprecated_at IS NOT NULL AS has_deprecated_at
+  FROM pgcrypt_at_rest.keys WHERE keyring = 'pii' ORDER BY generation;
 SELECT active_key_id = :pii_key2 AS active_is_new, deprecated_keys
   FROM pgcrypt_at_rest.keyrings WHERE name = 'pii';
 -- the deprecated key stays valid for decrypting only: one active key per keyring

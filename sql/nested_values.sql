@@ -203,7 +203,7 @@ SELECT * FROM nest_report(:nest_key1, :nest_key2);
 SELECT count(*) AS nest_keys_destroyed
   FROM unnest(pgcrypt_at_rest.destroy_drained_keys()) AS d(key_id)
  WHERE key_id IN (SELECT key_id FROM pgcrypt_at_rest.keys WHERE keyring = 'nest');
-SELECT key_id = :nest_key1 AS old_key, status FROM pgcrypt_at_rest.keys WHERE keyring = 'nest' ORDER BY key_id;
+SELECT key_id = :nest_key1 AS old_key, status FROM pgcrypt_at_rest.keys WHERE keyring = 'nest' ORDER BY generation;
 
 -- the drain re-encrypts every value, element by element
 SELECT pgcrypt_at_rest.drain() AS drained \gset
@@ -244,7 +244,7 @@ SELECT tableoid::regclass, id, array_dims(a) AS dims,
 
 -- now the old key goes, and every value still reads as it was
 SELECT :nest_key1 = ANY (d) AS destroyed_old_key FROM pgcrypt_at_rest.destroy_drained_keys() AS d;
-SELECT key_id = :nest_key1 AS old_key, status FROM pgcrypt_at_rest.keys WHERE keyring = 'nest' ORDER BY key_id;
+SELECT key_id = :nest_key1 AS old_key, status FROM pgcrypt_at_rest.keys WHERE keyring = 'nest' ORDER BY generation;
 SELECT * FROM nest_report(:nest_key1, :nest_key2);
 SELECT col, id, CASE WHEN length(opened) > 100 THEN left(opened, 30) || ' ... ' || right(opened, 20)
 				ELSE opened END AS plaintexts
@@ -289,7 +289,7 @@ SELECT * FROM nest_report(:nest_key2, :nest_key3);
 -- the ranges' values were left under the old key, which stays, and the
 -- status says why
 SELECT :nest_key2 = ANY (d) AS destroyed_old_key FROM pgcrypt_at_rest.destroy_drained_keys() AS d;
-SELECT key_id = :nest_key2 AS old_key, status FROM pgcrypt_at_rest.keys WHERE keyring = 'nest' ORDER BY key_id;
+SELECT key_id = :nest_key2 AS old_key, status FROM pgcrypt_at_rest.keys WHERE keyring = 'nest' ORDER BY generation;
 SELECT column_name, last_error LIKE 'a range over encrypted values:%' AS reported
   FROM pgcrypt_at_rest.rotation_status
  WHERE key_id = :nest_key2 AND table_name = 'nest_ranges'::regclass
@@ -303,7 +303,7 @@ ALTER TABLE nest_ranges DROP COLUMN r;
 SELECT :nest_key2 = ANY (d) AS destroyed_old_key FROM pgcrypt_at_rest.destroy_drained_keys() AS d;
 ALTER TABLE nest_ranges DROP COLUMN mr;
 SELECT :nest_key2 = ANY (d) AS destroyed_old_key FROM pgcrypt_at_rest.destroy_drained_keys() AS d;
-SELECT key_id = :nest_key3 AS active_key, status FROM pgcrypt_at_rest.keys WHERE keyring = 'nest' ORDER BY key_id;
+SELECT key_id = :nest_key3 AS active_key, status FROM pgcrypt_at_rest.keys WHERE keyring = 'nest' ORDER BY generation;
 SELECT * FROM nest_report(:nest_key2, :nest_key3);
 
 --
@@ -329,7 +329,7 @@ SELECT pgcrypt_at_rest.drain();
 SELECT id, pgcrypt_at_rest.key_id(s[1]) = :pin_key1 AS old_key, pgcrypt_at_rest.decrypt_text(s[1]) AS plaintext
   FROM nest_pins ORDER BY id;
 SELECT :pin_key1 = ANY (d) AS destroyed_old_key FROM pgcrypt_at_rest.destroy_drained_keys() AS d;
-SELECT key_id = :pin_key1 AS old_key, status FROM pgcrypt_at_rest.keys WHERE keyring = 'nestpin' ORDER BY key_id;
+SELECT key_id = :pin_key1 AS old_key, status FROM pgcrypt_at_rest.keys WHERE keyring = 'nestpin' ORDER BY generation;
 
 -- pinned to the new key instead, the rebuilt values pass the check
 ALTER DOMAIN nest_pinned DROP CONSTRAINT nest_pinned_key;
@@ -341,7 +341,7 @@ SELECT id, pgcrypt_at_rest.key_id(s[1]) = :pin_key2 AS new_key, pgcrypt_at_rest.
 	   s[2] IS NULL AS second_null
   FROM nest_pins ORDER BY id;
 SELECT :pin_key1 = ANY (d) AS destroyed_old_key FROM pgcrypt_at_rest.destroy_drained_keys() AS d;
-SELECT key_id = :pin_key1 AS old_key, status FROM pgcrypt_at_rest.keys WHERE keyring = 'nestpin' ORDER BY key_id;
+SELECT key_id = :pin_key1 AS old_key, status FROM pgcrypt_at_rest.keys WHERE keyring = 'nestpin' ORDER BY generation;
 
 DROP VIEW nest_values;
 DROP FUNCTION nest_report(int, int), nest_ids(pgcrypt_at_rest.encrypted), nest_ids(pgcrypt_at_rest.encrypted[]),

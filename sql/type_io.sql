@@ -5,13 +5,39 @@ CREATE EXTENSION pgcrypt_at_rest;
 \dx pgcrypt_at_rest
 \dT+ pgcrypt_at_rest.encrypted
 
--- errors show their SQLSTATE through this helper
+-- Errors are shown through these helpers, which later tests use too.  Key
+-- ids are random and this server's public key differs at every run, so
+-- both are masked: <id>, <public key>.
+CREATE FUNCTION masked(message text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+	SELECT regexp_replace(regexp_replace(message, '\mkey -?\d+', 'key <id>', 'g'),
+						  '\\x[0-9a-f]{64}', '\\x<public key>', 'g')
+$$;
+-- the SQLSTATE and message
 CREATE FUNCTION sqlstate_of(query text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
 	EXECUTE query;
 	RETURN 'no error';
 EXCEPTION WHEN OTHERS THEN
-	RETURN SQLSTATE || ': ' || SQLERRM;
+	RETURN SQLSTATE || ': ' || masked(SQLERRM);
+END
+$$;
+-- the SQLSTATE and message, then the detail and the hint, a row each
+CREATE FUNCTION error_of(query text) RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE
+	detail text;
+	hint text;
+BEGIN
+	EXECUTE query;
+	RETURN NEXT 'no error';
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
+	RETURN NEXT SQLSTATE || ': ' || masked(SQLERRM);
+	IF detail <> '' THEN
+		RETURN NEXT 'DETAIL: ' || masked(detail);
+	END IF;
+	IF hint <> '' THEN
+		RETURN NEXT 'HINT: ' || masked(hint);
+	END IF;
 END
 $$;
 

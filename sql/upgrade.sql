@@ -1,6 +1,7 @@
 --
--- Upgrading from 1.0 keeps every key and value, and a database with the
--- extension can be dropped although a rotation worker is connected to it.
+-- Upgrading from 1.0 through each later version keeps every key and value,
+-- and a database with the extension can be dropped although a rotation
+-- worker is connected to it.
 --
 \set regress_db :DBNAME
 CREATE DATABASE regress_pcar_upgrade;
@@ -41,6 +42,22 @@ SELECT has_function_privilege('regress_keyring_admin',
 REVOKE ALL ON FUNCTION pgcrypt_at_rest.alter_keyring(text, interval, bigint, integer) FROM regress_keyring_admin;
 DROP ROLE regress_keyring_admin;
 SELECT extversion FROM pg_extension WHERE extname = 'pgcrypt_at_rest';
+-- 1.3 still numbers keys from its sequence, and waits for 1.4 before anything rotates
+SELECT pgcrypt_at_rest.rotate_keyring('old') < 16777216 AS serial_id;
+SELECT pgcrypt_at_rest.drain() AS reencrypted;
+SELECT string_agg(key_id::text, ',' ORDER BY key_id) AS ids_before FROM pgcrypt_at_rest.keys \gset
+ALTER EXTENSION pgcrypt_at_rest UPDATE TO '1.4';
+SELECT extversion FROM pg_extension WHERE extname = 'pgcrypt_at_rest';
+-- keys made before keep their ids; their generations follow the order they were made in
+SELECT string_agg(key_id::text, ',' ORDER BY key_id) = :'ids_before' AS ids_kept FROM pgcrypt_at_rest.keys;
+SELECT generation, status, key_id < 16777216 AS serial_id FROM pgcrypt_at_rest.keys ORDER BY generation;
+SELECT bool_and(k.generation = o.n) AS generation_follows_serial_ids
+  FROM pgcrypt_at_rest.keys k
+  JOIN (SELECT key_id, row_number() OVER (ORDER BY key_id) AS n FROM pgcrypt_at_rest.keys) o USING (key_id);
+-- a key made now has a random id, and is the newest generation
+SELECT pgcrypt_at_rest.rotate_keyring('old') AS new_key \gset
+SELECT key_id >= 16777216 AS random_id, generation FROM pgcrypt_at_rest.keys WHERE key_id = :new_key;
+SELECT count(*) FILTER (WHERE pgcrypt_at_rest.decrypt_text(v) = 'kept ' || i) AS decrypts FROM kept;
 -- policies say when they are due and what they wait for
 SELECT pgcrypt_at_rest.alter_keyring('old', '1 second', NULL);
 SELECT pg_sleep(1.1);
@@ -48,7 +65,7 @@ SELECT name, policy_due, policy_waits_for_key IS NOT NULL AS policy_waits FROM p
 SELECT pgcrypt_at_rest.alter_keyring('old', NULL, NULL);
 SELECT pgcrypt_at_rest.drain() AS reencrypted;
 SELECT pgcrypt_at_rest.destroy_drained_keys() AS destroyed;
-SELECT status FROM pgcrypt_at_rest.keys ORDER BY key_id;
+SELECT generation, status FROM pgcrypt_at_rest.keys ORDER BY generation;
 SELECT count(*) FILTER (WHERE pgcrypt_at_rest.decrypt_text(v) = 'kept ' || i) AS decrypts FROM kept;
 -- what the extension owns after the upgrade
 SELECT pg_describe_object(classid, objid, 0) AS object

@@ -172,11 +172,18 @@ key_slot_alloc(void)
 	return slabs->slots + PCAR_DATA_KEY_BYTES * slabs->used++;
 }
 
-static void
-report_unusable_key(const PcarStoredKey *key) pg_attribute_noreturn();
+/* What a key is loaded for: the fix for a missing copy differs. */
+typedef enum KeyUse
+{
+	KEY_TO_DECRYPT,
+	KEY_TO_ENCRYPT,				/* the keyring's active key, for encrypt() */
+} KeyUse;
 
 static void
-report_unusable_key(const PcarStoredKey *key)
+report_unusable_key(const PcarStoredKey *key, KeyUse use) pg_attribute_noreturn();
+
+static void
+report_unusable_key(const PcarStoredKey *key, KeyUse use)
 {
 	if (key->status == PCAR_KEY_DESTROYED)
 		ereport(ERROR,
@@ -191,6 +198,14 @@ report_unusable_key(const PcarStoredKey *key)
 
 		hex_encode((const char *) pcar_server_public_key(), PCAR_SERVER_KEY_BYTES, hex);
 		hex[PCAR_SERVER_KEY_BYTES * 2] = '\0';
+		/* after a restore elsewhere, rotating here cannot help: this server is not registered */
+		if (use == KEY_TO_ENCRYPT)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("this server holds no copy of key %d of keyring \"%s\"",
+							key->key_id, key->keyring),
+					 errdetail("encrypt() uses the keyring's active key, which is not sealed to this server's public key; it fails until that key is."),
+					 errhint("On a server that can open the key, add this one: SELECT pgcrypt_at_rest.add_server('a name for this server', '\\x%s'); if this database was restored from a dump, then restore its key tables from a new dump (README, \"Restoring a backup elsewhere\").", hex)));
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("this server holds no copy of key %d of keyring \"%s\"",
@@ -202,7 +217,7 @@ report_unusable_key(const PcarStoredKey *key)
 
 /* Loads, unseals and caches one key; every failure is an ERROR. */
 static const uint8 *
-key_cache_load(int32 key_id)
+key_cache_load(int32 key_id, KeyUse use)
 {
 	PcarStoredKey stored;
 	CachedKey  *entry;
@@ -213,11 +228,11 @@ key_cache_load(int32 key_id)
 	if (!pcar_store_fetch_key(key_id, &stored))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("key %d does not exist", key_id),
-				 errdetail("The value was encrypted under a key that is not in this database's key tables."),
-				 errhint("Values can be decrypted only where their keys were created or restored.")));
+				 errmsg("key %d does not exist in this database", key_id),
+				 errdetail("The value was encrypted under a key that was never made in, nor restored into, this database."),
+				 errhint("The value was probably copied from another database or cluster (a single-table dump, dblink, postgres_fdw): decrypt it there and encrypt it again here, or restore that database's key tables with its data.")));
 	if (stored.status == PCAR_KEY_DESTROYED || !stored.has_copy)
-		report_unusable_key(&stored);
+		report_unusable_key(&stored, use);
 
 	/* no catalog access below, so no invalidation can interleave */
 	key_cache_prepare();
@@ -241,8 +256,8 @@ key_cache_load(int32 key_id)
 	return material;
 }
 
-const uint8 *
-pcar_key_cache_get(int32 key_id)
+static const uint8 *
+key_cache_lookup(int32 key_id, KeyUse use)
 {
 	CachedKey  *entry;
 
@@ -251,9 +266,15 @@ pcar_key_cache_get(int32 key_id)
 
 	entry = keys_by_id ? hash_search(keys_by_id, &key_id, HASH_FIND, NULL) : NULL;
 	/* an entry without material is what a failed load left behind */
-	last_material = (entry && entry->material) ? entry->material : key_cache_load(key_id);
+	last_material = (entry && entry->material) ? entry->material : key_cache_load(key_id, use);
 	last_key_id = key_id;
 	return last_material;
+}
+
+const uint8 *
+pcar_key_cache_get(int32 key_id)
+{
+	return key_cache_lookup(key_id, KEY_TO_DECRYPT);
 }
 
 int32
@@ -298,7 +319,7 @@ pcar_key_cache_active(const char *keyring, size_t keyring_len, const uint8 **key
 		key_cache_watch();
 		flushes_before = flush_count;
 		key_id = pcar_store_active_key_id(name, &latest);
-		material = pcar_key_cache_get(key_id);
+		material = key_cache_lookup(key_id, KEY_TO_ENCRYPT);
 		if (flush_count == flushes_before)
 			break;
 	}

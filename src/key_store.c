@@ -38,11 +38,23 @@ pcar_store_key_table_oid(bool missing_ok)
 	return pcar_extension_table_oid("data_key", missing_ok);
 }
 
+/* Read off the newest object of each version, so older tables keep working. */
+PcarSchemaLevel
+pcar_store_schema_level(void)
+{
+	Oid			data_key = pcar_extension_table_oid("data_key", true);
+
+	if (OidIsValid(data_key) && get_attnum(data_key, "created_order") != InvalidAttrNumber)
+		return PCAR_SCHEMA_1_4;
+	if (OidIsValid(pcar_extension_table_oid("rotation_failure", true)))
+		return PCAR_SCHEMA_1_3;
+	return PCAR_SCHEMA_BEFORE_1_3;
+}
+
 bool
 pcar_store_schema_is_current(void)
 {
-	/* the newest table of the newest version */
-	return OidIsValid(pcar_extension_table_oid("rotation_failure", true));
+	return pcar_store_schema_level() == PCAR_SCHEMA_CURRENT;
 }
 
 void
@@ -170,7 +182,7 @@ require_local_server_registered(void)
 
 	values[0] = pcar_bytea_datum(pcar_server_public_key(), PCAR_SERVER_KEY_BYTES);
 	/* a server moving to a new secret is itself with either */
-	if (pcar_store_schema_is_current())
+	if (pcar_store_schema_level() >= PCAR_SCHEMA_1_3)
 		pcar_spi_execute("SELECT pg_catalog.count(*)" PCAR_EQ "0,"
 						 " pg_catalog.bool_or(public_key" PCAR_EQ "$1 OR pending_public_key" PCAR_EQ "$1)"
 						 " FROM " PCAR_SCHEMA ".server",
@@ -196,12 +208,66 @@ require_local_server_registered(void)
 	}
 }
 
+/*
+ * A new key's id, drawn at random from [2^24, 2^31) and unique in this
+ * database.  Serial ids repeat across databases, so a value copied from
+ * one to another named a key that existed there, another key, and was
+ * reported as altered; a random id is almost surely absent elsewhere, so
+ * such a value gets "does not exist in this database".  The range starts
+ * above the serial ids of keys made before version 1.4.
+ */
+static int32
+draw_key_id(void)
+{
+	uint32		drawn;
+
+	pcar_random_bytes((uint8 *) &drawn, sizeof(drawn));
+	return (int32) (PCAR_FIRST_RANDOM_KEY_ID + drawn % (PG_INT32_MAX - PCAR_FIRST_RANDOM_KEY_ID + 1U));
+}
+
+/* Inserts the key's row (not its material) and returns its id. */
+static int32
+insert_data_key(int32 keyring_id)
+{
+	Oid			types[2] = {INT4OID, INT4OID};
+	Datum		values[2] = {Int32GetDatum(keyring_id), 0};
+	bool		isnull;
+
+	if (pcar_store_schema_level() < PCAR_SCHEMA_1_4)
+	{
+		/* older tables number keys from a sequence */
+		if (pcar_store_schema_level() >= PCAR_SCHEMA_1_3)
+			pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".data_key (keyring_id, installation)"
+							 " SELECT $1, i.id FROM " PCAR_SCHEMA ".installation i RETURNING id",
+							 SPI_OK_INSERT_RETURNING, 1, types, values);
+		else
+			pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".data_key (keyring_id) VALUES ($1) RETURNING id",
+							 SPI_OK_INSERT_RETURNING, 1, types, values);
+		return DatumGetInt32(pcar_spi_datum(0, 1, &isnull));
+	}
+
+	/* one draw in 2^31 / (keys in the database) repeats an id: draw again */
+	for (int attempt = 0; attempt < 8; attempt++)
+	{
+		values[1] = Int32GetDatum(draw_key_id());
+		/* made here: destruction need not wait for a restore to be confirmed */
+		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".data_key (id, keyring_id, installation)"
+						 " VALUES ($2, $1, (SELECT i.id FROM " PCAR_SCHEMA ".installation i))"
+						 " ON CONFLICT (id) DO NOTHING RETURNING id",
+						 SPI_OK_INSERT_RETURNING, 2, types, values);
+		if (SPI_processed == 1)
+			return DatumGetInt32(pcar_spi_datum(0, 1, &isnull));
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INTERNAL_ERROR),
+			 errmsg("could not draw an unused key id"),
+			 errdetail("Eight random ids in a row were taken.")));
+}
+
 /* Makes a new active key for the keyring and seals it for every server. */
 static int32
 add_active_key(int32 keyring_id)
 {
-	Oid			key_types[1] = {INT4OID};
-	Datum		key_values[1] = {Int32GetDatum(keyring_id)};
 	Oid			seal_types[3] = {INT4OID, BYTEAOID, BYTEAOID};
 	Datum		seal_values[3];
 	SPITupleTable *servers;
@@ -211,15 +277,7 @@ add_active_key(int32 keyring_id)
 	bool		isnull;
 	int32		key_id;
 
-	/* made here: destruction need not wait for a restore to be confirmed */
-	if (pcar_store_schema_is_current())
-		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".data_key (keyring_id, installation)"
-						 " SELECT $1, i.id FROM " PCAR_SCHEMA ".installation i RETURNING id",
-						 SPI_OK_INSERT_RETURNING, 1, key_types, key_values);
-	else
-		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".data_key (keyring_id) VALUES ($1) RETURNING id",
-						 SPI_OK_INSERT_RETURNING, 1, key_types, key_values);
-	key_id = DatumGetInt32(pcar_spi_datum(0, 1, &isnull));
+	key_id = insert_data_key(keyring_id);
 
 	/* no server can be added while the new key is sealed for the others */
 	pcar_spi_execute("LOCK TABLE " PCAR_SCHEMA ".server IN SHARE MODE", SPI_OK_UTILITY, 0, NULL, NULL);
@@ -229,7 +287,7 @@ add_active_key(int32 keyring_id)
 	 * waited, and the key would miss it, or be sealed to a server gone.  A
 	 * server moving to a new secret gets a copy for each of its keys.
 	 */
-	if (pcar_store_schema_is_current())
+	if (pcar_store_schema_level() >= PCAR_SCHEMA_1_3)
 		(void) pcar_spi_select_latest("SELECT public_key FROM " PCAR_SCHEMA ".server"
 									  " UNION SELECT pending_public_key FROM " PCAR_SCHEMA ".server"
 									  " WHERE pending_public_key IS NOT NULL",
@@ -433,7 +491,7 @@ pcar_store_keys_to_drain(int *nkeys)
 	pcar_spi_execute("SELECT k.id, r.name, r.drain_priority FROM " PCAR_SCHEMA ".data_key k"
 					 " JOIN " PCAR_SCHEMA ".keyring r ON r.id" PCAR_EQ "k.keyring_id"
 					 " WHERE k.status" PCAR_EQ "'deprecated' AND k.drained_at IS NULL"
-					 " ORDER BY r.drain_priority DESC, k.id DESC",
+					 " ORDER BY r.drain_priority DESC, k.created_order DESC",
 					 SPI_OK_SELECT, 0, NULL, NULL);
 	keys = MemoryContextAllocZero(session.caller_context, sizeof(PcarKeyName) * Max(SPI_processed, 1));
 	*nkeys = SPI_processed;
@@ -453,7 +511,7 @@ List *
 pcar_store_deprecated_keys(void)
 {
 	return select_int_list("SELECT id FROM " PCAR_SCHEMA ".data_key"
-						   " WHERE status" PCAR_EQ "'deprecated' ORDER BY id",
+						   " WHERE status" PCAR_EQ "'deprecated' ORDER BY created_order",
 						   0, NULL, NULL);
 }
 
@@ -467,7 +525,7 @@ pcar_store_keys_past_grace(int grace_seconds)
 						   " WHERE status" PCAR_EQ "'deprecated' AND drained_at IS NOT NULL"
 						   "   AND drained_at" PCAR_OP("+") "pg_catalog.make_interval(secs => $1)"
 						   "      " PCAR_OP("<=") "pg_catalog.now()"
-						   " ORDER BY id",
+						   " ORDER BY created_order",
 						   1, types, values);
 }
 
@@ -505,6 +563,9 @@ pcar_store_destroy_key(int32 key_id)
 	Datum		values[1] = {Int32GetDatum(key_id)};
 
 	pcar_spi_begin(&session);
+	/* waits for a copy being sealed for another server, so the next statement sees it */
+	pcar_spi_execute("SELECT FROM " PCAR_SCHEMA ".data_key WHERE id" PCAR_EQ "$1 FOR UPDATE",
+					 SPI_OK_SELECT, 1, types, values);
 	/* the copies go first, in the same transaction as the status */
 	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".sealed_key WHERE key_id" PCAR_EQ "$1",
 					 SPI_OK_DELETE, 1, types, values);
@@ -555,9 +616,13 @@ pcar_store_deprecate_key(int32 key_id)
 	char	   *keyring;
 
 	pcar_spi_begin(&session);
+	/*
+	 * NO KEY UPDATE: it may go on to rotate, which waits for the server
+	 * table, and so must not wait on add_server()'s KEY SHARE of this key.
+	 */
 	pcar_spi_execute("SELECT k.status, r.name FROM " PCAR_SCHEMA ".data_key k"
 					 " JOIN " PCAR_SCHEMA ".keyring r ON r.id" PCAR_EQ "k.keyring_id"
-					 " WHERE k.id" PCAR_EQ "$1 FOR UPDATE OF k",
+					 " WHERE k.id" PCAR_EQ "$1 FOR NO KEY UPDATE OF k",
 					 SPI_OK_SELECT, 1, types, values);
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -587,7 +652,7 @@ pcar_store_alter_keyring(const char *keyring, const PcarKeyringChange *change)
 	Oid			types[7] = {TEXTOID, INTERVALOID, INT8OID, BOOLOID, BOOLOID, BOOLOID, INT4OID};
 	Datum		values[7];
 	char		nulls[7] = "       ";
-	bool		current = pcar_store_schema_is_current();
+	bool		current = pcar_store_schema_level() >= PCAR_SCHEMA_1_3;
 
 	values[0] = CStringGetTextDatum(keyring);
 	values[1] = change->rotate_after;
@@ -732,6 +797,29 @@ pcar_store_lock_servers(void)
 	pcar_spi_end(&session);
 }
 
+int
+pcar_store_live_keys_missing_here(int *nlive)
+{
+	PcarSpiSession session;
+	Oid			types[1] = {BYTEAOID};
+	Datum		values[1];
+	bool		isnull;
+	int			missing;
+
+	values[0] = pcar_bytea_datum(pcar_server_public_key(), PCAR_SERVER_KEY_BYTES);
+	pcar_spi_begin(&session);
+	pcar_spi_execute("SELECT pg_catalog.count(*) FILTER (WHERE NOT EXISTS"
+					 "         (SELECT FROM " PCAR_SCHEMA ".sealed_key s"
+					 "           WHERE s.key_id" PCAR_EQ "k.id AND s.server_public_key" PCAR_EQ "$1))::int4,"
+					 "       pg_catalog.count(*)::int4"
+					 "  FROM " PCAR_SCHEMA ".data_key k WHERE k.status" PCAR_OP("<>") "'destroyed'",
+					 SPI_OK_SELECT, 1, types, values);
+	missing = DatumGetInt32(pcar_spi_datum(0, 1, &isnull));
+	*nlive = DatumGetInt32(pcar_spi_datum(0, 2, &isnull));
+	pcar_spi_end(&session);
+	return missing;
+}
+
 char *
 pcar_store_server_name(const uint8 *public_key)
 {
@@ -842,12 +930,44 @@ pcar_store_complete_key_replacement(const char *name, const uint8 *old_key)
 	pcar_spi_end(&session);
 }
 
+/*
+ * Locked against destruction, which takes FOR UPDATE before deleting a key's
+ * copies: a key being sealed for another server is destroyed after that
+ * copy commits, and so deletes it too, or before, and is not sealed at all.
+ * KEY SHARE lets rotations change a key's status meanwhile.
+ */
 List *
 pcar_store_live_keys(void)
 {
 	return select_int_list("SELECT id FROM " PCAR_SCHEMA ".data_key"
-						   " WHERE status" PCAR_OP("<>") "'destroyed' ORDER BY id",
+						   " WHERE status" PCAR_OP("<>") "'destroyed' ORDER BY created_order"
+						   " FOR KEY SHARE",
 						   0, NULL, NULL);
+}
+
+/*
+ * The live keys that only this server holds a copy of: no other server's
+ * public key, nor a pending one, has one.  Removing it would lose them.
+ */
+List *
+pcar_store_keys_held_only_by(const uint8 *public_key)
+{
+	Oid			types[1] = {BYTEAOID};
+	Datum		values[1];
+
+	values[0] = pcar_bytea_datum(public_key, PCAR_SERVER_KEY_BYTES);
+	return select_int_list("SELECT k.id FROM " PCAR_SCHEMA ".sealed_key s"
+						   " JOIN " PCAR_SCHEMA ".data_key k ON k.id" PCAR_EQ "s.key_id"
+						   " WHERE s.server_public_key" PCAR_EQ "$1"
+						   "   AND k.status" PCAR_OP("<>") "'destroyed'"
+						   "   AND NOT EXISTS (SELECT FROM " PCAR_SCHEMA ".sealed_key o"
+						   "                     JOIN " PCAR_SCHEMA ".server v"
+						   "                       ON o.server_public_key" PCAR_EQ "v.public_key"
+						   "                       OR o.server_public_key" PCAR_EQ "v.pending_public_key"
+						   "                    WHERE o.key_id" PCAR_EQ "k.id"
+						   "                      AND v.public_key" PCAR_OP("<>") "$1)"
+						   " ORDER BY k.created_order",
+						   1, types, values);
 }
 
 void
@@ -895,7 +1015,7 @@ pcar_store_remove_server(const uint8 *public_key)
 	keys = select_int_list("SELECT k.id FROM " PCAR_SCHEMA ".sealed_key s"
 						   " JOIN " PCAR_SCHEMA ".data_key k ON k.id" PCAR_EQ "s.key_id"
 						   " WHERE s.server_public_key" PCAR_EQ "$1"
-						   "   AND k.status" PCAR_OP("<>") "'destroyed' ORDER BY k.id",
+						   "   AND k.status" PCAR_OP("<>") "'destroyed' ORDER BY k.created_order",
 						   1, types, values);
 	pcar_spi_begin(&session);
 	/* its pending key's copies too, unless (a crafted row) another server's key */

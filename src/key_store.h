@@ -51,11 +51,25 @@ extern int32 pcar_store_rotate_keyring_if_due(const char *keyring);
 /* Adds this server's public key to the servers table, if a secret is loaded. */
 extern void pcar_store_register_local_server(void);
 
+/* Keys made from version 1.4 on have ids in [PCAR_FIRST_RANDOM_KEY_ID, 2^31). */
+#define PCAR_FIRST_RANDOM_KEY_ID	(1 << 24)
+
+/* The versions whose tables differ in what this library reads or writes. */
+typedef enum PcarSchemaLevel
+{
+	PCAR_SCHEMA_BEFORE_1_3,
+	PCAR_SCHEMA_1_3,			/* servers can change; rotation_failure */
+	PCAR_SCHEMA_1_4,			/* key ids drawn at random; created_order */
+} PcarSchemaLevel;
+
+#define PCAR_SCHEMA_CURRENT PCAR_SCHEMA_1_4
+
 /*
- * Whether the extension's objects in this database are those of the loaded
- * library's version; rotation needs them, so it errors (with a hint to run
- * ALTER EXTENSION ... UPDATE) or, in the worker, waits until they are.
+ * Encryption and decryption work with every level.  Rotation needs the
+ * current one, so it errors (with a hint to run ALTER EXTENSION ... UPDATE)
+ * or, in the worker, waits until the database has it.
  */
+extern PcarSchemaLevel pcar_store_schema_level(void);
 extern bool pcar_store_schema_is_current(void);
 extern void pcar_store_require_current_schema(void);
 
@@ -135,8 +149,12 @@ extern bool pcar_store_server_keys(const char *name, uint8 *public_key, uint8 *p
 extern void pcar_store_set_pending_key(const char *name, const uint8 *pending_key);
 /* The move is over: the old key's copies go, the pending key is the server's. */
 extern void pcar_store_complete_key_replacement(const char *name, const uint8 *old_key);
-/* Keys not destroyed, by id. */
+/* How many live keys this server holds no copy of; *nlive, how many there are. */
+extern int	pcar_store_live_keys_missing_here(int *nlive);
+/* Keys not destroyed, by id, locked against destruction until commit. */
 extern List *pcar_store_live_keys(void);
+/* The live keys no server but the one with this public key holds a copy of. */
+extern List *pcar_store_keys_held_only_by(const uint8 *public_key);
 extern void pcar_store_add_server(const char *name, const uint8 *public_key);
 extern void pcar_store_add_sealed_copy(int32 key_id, const uint8 *public_key, const uint8 *sealed);
 /* Deletes the server and its copies; returns the live keys it held a copy of. */

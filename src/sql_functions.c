@@ -171,11 +171,20 @@ decrypt_common(FunctionCallInfo fcinfo)
 	/* the caller's data error, not the server's: not class XX */
 	if (!pcar_ciphertext_open((uint8 *) VARDATA(result), data, len, key,
 							  context, context_len))
+	{
+		/* serial ids, before 1.4, repeat across databases */
+		if (key_id < PCAR_FIRST_RANDOM_KEY_ID)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("could not decrypt a value under key %d", key_id),
+					 errdetail("The value was altered, the context given differs from the one it was encrypted with, or the value was copied from another database, where a key made before version 1.4 had the same id."),
+					 errhint("Pass the same context that was used to encrypt the value.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_EXCEPTION),
 				 errmsg("could not decrypt a value under key %d", key_id),
 				 errdetail("The value was altered, or the context given differs from the one it was encrypted with."),
 				 errhint("Pass the same context that was used to encrypt the value.")));
+	}
 	return result;
 }
 

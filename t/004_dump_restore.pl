@@ -145,7 +145,6 @@ $node->command_ok(
 	],
 	'psql restore of the plain-format dump');
 
-my $max_key = (sort { $b <=> $a } ($key_a, $key_b, $key_c))[0];
 
 for my $db ('dst_custom', 'dst_plain')
 {
@@ -189,11 +188,19 @@ SELECT pgcrypt_at_rest.key_id(e), pgcrypt_at_rest.decrypt_text(e, '\x01'::bytea)
 		"$key_c|other ring",
 		"$db: a new encrypt under the other keyring round-trips");
 
-	# The key id sequence was restored: a rotation makes a fresh id.
+	# A rotation makes a fresh id, and (the creation order's sequence was
+	# restored) a key newer than every restored one.
 	my $rotated =
 	  $node->safe_psql($db, "SELECT pgcrypt_at_rest.rotate_keyring('ring')");
-	cmp_ok($rotated, '>', $max_key,
+	is($node->safe_psql($db, "SELECT count(*) FROM pgcrypt_at_rest.keys WHERE key_id IN ($key_a, $key_b, $key_c)"),
+		'3', "$db: the restored keys are there");
+	ok($rotated != $key_a && $rotated != $key_b && $rotated != $key_c,
 		"$db: rotation after restore makes a key id never used before");
+	is( $node->safe_psql(
+			$db, qq{
+SELECT bool_and(k.created_order < n.created_order) FROM pgcrypt_at_rest.data_key k, pgcrypt_at_rest.data_key n
+ WHERE n.id = $rotated AND k.id <> n.id}),
+		't', "$db: and the newest key of all");
 	is( $node->safe_psql(
 			$db, qq{
 SELECT pgcrypt_at_rest.key_id(e), pgcrypt_at_rest.decrypt_text(e)
@@ -202,8 +209,9 @@ SELECT pgcrypt_at_rest.key_id(e), pgcrypt_at_rest.decrypt_text(e)
 		"$db: values under the post-restore key round-trip");
 	is($node->safe_psql($db, $check_sql),
 		'100|100', "$db: restored values still decrypt after the rotation");
-	cmp_ok($node->safe_psql($db, "SELECT pgcrypt_at_rest.create_keyring('fresh')"),
-		'>', $rotated, "$db: a new keyring gets a fresh key id");
+	my $fresh = $node->safe_psql($db, "SELECT pgcrypt_at_rest.create_keyring('fresh')");
+	is($node->safe_psql($db, "SELECT count(*) FROM pgcrypt_at_rest.keys WHERE key_id = $fresh"),
+		'1', "$db: a new keyring gets a fresh key id");
 }
 
 # The source database is unaffected by the restores.

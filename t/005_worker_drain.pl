@@ -227,7 +227,7 @@ is( $node->safe_psql(
 is( $node->safe_psql(
 		'postgres', qq{
 SELECT key_id, status, sealed_copies FROM pgcrypt_at_rest.keys
- WHERE keyring = 'ring' ORDER BY key_id}),
+ WHERE keyring = 'ring' ORDER BY generation}),
 	"$key_a|destroyed|0\n$key_b|active|1",
 	'the new key is active and kept its copy');
 is( $node->safe_psql(
@@ -341,7 +341,7 @@ SELECT count(*) FROM pg_stat_activity
 # the owner's policies hide nothing from it: every row, hidden or not, is
 # re-encrypted and the old key is destroyed.  The invariant, checked as a
 # superuser (who sees every row): no value is left under a destroyed key.
-$node->safe_psql('postgres', "SELECT pgcrypt_at_rest.create_keyring('rlsring')");
+my $key_s_old = $node->safe_psql('postgres', "SELECT pgcrypt_at_rest.create_keyring('rlsring')");
 $node->safe_psql(
 	'postgres', q{
 CREATE ROLE app_owner LOGIN;
@@ -366,7 +366,7 @@ SELECT count(*) FROM rls_t
 	'RLS: the rows hidden from the owner are re-encrypted too');
 ok( wait_for(
 		$node, 'postgres',
-		"SELECT status FROM pgcrypt_at_rest.keys WHERE key_id = $key_s - 1",
+		"SELECT status FROM pgcrypt_at_rest.keys WHERE key_id = $key_s_old",
 		'destroyed', 60, 'the old key to be destroyed'),
 	'RLS: the old key is destroyed once every row is re-encrypted');
 is( $node->safe_psql(

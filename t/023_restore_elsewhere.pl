@@ -3,7 +3,9 @@
 # server never added: every row is restored, decrypting says this server
 # holds no copy (and the hint names the add_server() call to run on the
 # source), and the runbook's way out works: add its public key on the
-# source and dump again, and everything decrypts.
+# source and dump again, and everything decrypts.  A table's data loaded
+# into another database names a key that does not exist there; a dump
+# taken at version 1.3 restores into the current version.
 
 use strict;
 use warnings;
@@ -71,12 +73,75 @@ my $unknown_key = $node{unknown}->safe_psql('copy', 'SELECT pgcrypt_at_rest.serv
 like($stderr, qr/add_server\('a name for this server', '\Q$unknown_key\E'\)/,
 	'and the hint is the add_server() call, with this server\'s public key');
 
+# encrypt() fails there too, until a key this server can open is active,
+# and says so: rotating here cannot help, as this server is not registered.
+($ret, $stdout, $stderr) = $node{unknown}->psql('copy', q{SELECT pgcrypt_at_rest.encrypt('new', 'ring')});
+like($stderr, qr/this server holds no copy of key \d+ of keyring "ring"/, 'encrypt() fails there too');
+like($stderr, qr/DETAIL:  encrypt\(\) uses the keyring's active key/, 'and says it needs the active key');
+like($stderr, qr/HINT:  .*add_server\('a name for this server', '\Q$unknown_key\E'\); if this database was restored from a dump, then restore its key tables from a new dump/,
+	'and the hint is add_server() on the source, then key tables from a new dump');
+
 # The way out: add it on the source, dump again.
 $source->safe_psql('postgres', "SELECT pgcrypt_at_rest.add_server('unknown', '$unknown_key')");
 my $dump2 = PostgreSQL::Test::Utils::tempdir . '/source2.dump';
 $source->command_ok([ 'pg_dump', '-Fc', '-f', $dump2, '-d', $source->connstr('postgres') ], 'pg_dump again');
 restore($node{unknown}, $dump2);
 is($node{unknown}->safe_psql('copy', $decrypts), '30', 'after add_server() on the source and a new dump, every row decrypts');
+
+# A value that travels without its keys (one table's data, into another
+# database that has keys of its own) names a key that does not exist there.
+$node{added}->safe_psql('postgres', 'CREATE DATABASE other');
+$node{added}->safe_psql(
+	'other', q{
+CREATE EXTENSION pgcrypt_at_rest;
+SELECT pgcrypt_at_rest.create_keyring('ring');
+SELECT pgcrypt_at_rest.rotate_keyring('ring');
+CREATE TABLE t (id int, v pgcrypt_at_rest.encrypted);
+});
+my $table_dump = PostgreSQL::Test::Utils::tempdir . '/t.sql';
+$source->command_ok([ 'pg_dump', '--data-only', '-t', 't', '-f', $table_dump, '-d', $source->connstr('postgres') ],
+	'pg_dump of one table\'s data');
+$node{added}->command_ok([ 'psql', '-X', '-v', 'ON_ERROR_STOP=1', '-f', $table_dump, '-d', $node{added}->connstr('other') ],
+	'loaded into another database');
+is($node{added}->safe_psql('other', 'SELECT count(*) FROM t'), '30', 'the rows are there');
+($ret, $stdout, $stderr) = $node{added}->psql('other', $decrypts);
+like($stderr, qr/ERROR:  key \d+ does not exist in this database/,
+	'decrypting names a key that does not exist there, not a value altered');
+like($stderr, qr/HINT:  The value was probably copied from another database or cluster/,
+	'and the hint says where the value came from');
+
+# A dump taken at version 1.3, whose keys have serial ids, restores into
+# 1.4: the ids are kept, the generations follow them, new keys get random ids.
+$source->safe_psql('postgres', 'CREATE DATABASE old_version');
+$source->safe_psql(
+	'old_version', q{
+CREATE EXTENSION pgcrypt_at_rest VERSION '1.3';
+SELECT pgcrypt_at_rest.create_keyring('ring');
+CREATE TABLE t AS SELECT i AS id, pgcrypt_at_rest.encrypt('row ' || i, 'ring') AS v FROM generate_series(1, 10) i;
+SELECT pgcrypt_at_rest.rotate_keyring('ring');
+SELECT pgcrypt_at_rest.create_keyring('second');
+SELECT pgcrypt_at_rest.rotate_keyring('ring');
+});
+my $old_keys = q{SELECT string_agg(key_id || ':' || keyring || ':' || status, ',' ORDER BY key_id) FROM pgcrypt_at_rest.keys};
+my $old_keys_before = $source->safe_psql('old_version', $old_keys);
+my $old_dump = PostgreSQL::Test::Utils::tempdir . '/old_version.dump';
+$source->command_ok([ 'pg_dump', '-Fc', '-f', $old_dump, '-d', $source->connstr('old_version') ], 'pg_dump at 1.3');
+$source->safe_psql('postgres', 'CREATE DATABASE old_restored');
+$source->command_ok([ 'pg_restore', '--exit-on-error', '-d', $source->connstr('old_restored'), $old_dump ],
+	'the 1.3 dump restores');
+is($source->safe_psql('old_restored', q{SELECT extversion FROM pg_extension WHERE extname = 'pgcrypt_at_rest'}),
+	'1.4', 'into the current version');
+is($source->safe_psql('old_restored', $old_keys), $old_keys_before, 'every key kept its id');
+is($source->safe_psql('old_restored', $decrypts), '10', 'every row decrypts');
+is( $source->safe_psql(
+		'old_restored',
+		q{SELECT string_agg(keyring || ':' || generation, ',' ORDER BY key_id) FROM pgcrypt_at_rest.keys}),
+	'ring:1,ring:2,second:1,ring:3',
+	'generations follow the order the keys were made in');
+my $new_key = $source->safe_psql('old_restored', q{SELECT pgcrypt_at_rest.rotate_keyring('ring')});
+cmp_ok($new_key, '>=', 2**24, 'a key made after the restore has a random id');
+is($source->safe_psql('old_restored', "SELECT generation FROM pgcrypt_at_rest.keys WHERE key_id = $new_key"),
+	'4', 'and is the newest generation');
 
 $_->stop for values %node;
 done_testing();
