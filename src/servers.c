@@ -17,7 +17,9 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "miscadmin.h"
+#include "commands/dbcommands.h"
 #include "utils/builtins.h"
 
 #include "key_cache.h"
@@ -28,13 +30,19 @@
 #include "sodium_provider.h"
 
 /*
- * Each function locks the server table and then must see every key and
+ * Each function writes the key tables, which a standby gets from its
+ * primary.  Each locks the server table and then must see every key and
  * server committed before it got the lock: a snapshot taken earlier, as
  * REPEATABLE READ keeps one, would hide them.
  */
 static void
-require_read_committed(const char *function)
+require_primary_read_committed(const char *function)
 {
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("%s cannot run on a standby", function),
+				 errhint("Run it on the primary; the standby gets its effect through WAL.")));
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
@@ -117,7 +125,7 @@ pcar_add_server(const char *name, const bytea *public_key)
 	char	   *holder;
 	List	   *live;
 
-	require_read_committed("add_server()");
+	require_primary_read_committed("add_server()");
 	check_public_key(public_key);
 	pcar_server_key_require();
 	pcar_store_lock_servers();
@@ -149,7 +157,7 @@ pcar_remove_server(const char *name)
 	List	   *held;
 	ListCell   *cell;
 
-	require_read_committed("remove_server()");
+	require_primary_read_committed("remove_server()");
 	pcar_server_key_require();
 	pcar_store_lock_servers();
 	if (!pcar_store_server_keys(name, key, pending_key, &pending, &nservers))
@@ -169,6 +177,19 @@ pcar_remove_server(const char *name)
 				 errdetail("The remaining servers must re-encrypt its keys' values, and this one would no longer be one of them."),
 				 errhint("Run remove_server() on another server.")));
 
+	/* the servers left must hold every key it holds, or values are lost */
+	{
+		List	   *orphans = pcar_store_keys_held_only_by(key);
+
+		if (orphans != NIL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot remove server \"%s\": no other server holds a copy of %d of its live keys",
+							name, list_length(orphans)),
+					 errdetail("Values under key %d, among others, could then be decrypted nowhere.",
+							   linitial_int(orphans)),
+					 errhint("First make a server that stays hold them: add it with add_server() where the keys can be opened, or run a server with a secret that holds them; pgcrypt_at_rest.servers shows what each server lacks (live_keys_missing).")));
+	}
 	held = pcar_store_remove_server(key);
 	/* a fresh active key, sealed to the servers left, for each keyring it could open */
 	foreach(cell, pcar_store_keyrings_with_active_key(held))
@@ -195,7 +216,7 @@ pcar_replace_server_key(const char *name, const bytea *new_public_key)
 	char	   *holder;
 	List	   *live;
 
-	require_read_committed("replace_server_key()");
+	require_primary_read_committed("replace_server_key()");
 	check_public_key(new_public_key);
 	pcar_server_key_require();
 	pcar_store_lock_servers();
@@ -207,7 +228,8 @@ pcar_replace_server_key(const char *name, const bytea *new_public_key)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("server \"%s\" is already moving to a new secret", name),
-				 errhint("Restart it with that secret and run complete_server_key_replacement('%s') first.", name)));
+				 errhint("Restart it with that secret and run complete_server_key_replacement(%s) first.",
+						 quote_literal_cstr(name))));
 	holder = pcar_store_server_name(new_key);
 	if (holder != NULL)
 		ereport(ERROR,
@@ -232,7 +254,7 @@ pcar_complete_server_key_replacement(const char *name)
 	bool		pending;
 	int			nservers;
 
-	require_read_committed("complete_server_key_replacement()");
+	require_primary_read_committed("complete_server_key_replacement()");
 	pcar_server_key_require();
 	pcar_store_lock_servers();
 	if (!pcar_store_server_keys(name, old_key, pending_key, &pending, &nservers))
@@ -251,4 +273,23 @@ pcar_complete_server_key_replacement(const char *name)
 				 errdetail("This session runs on it, and its loaded secret is the one being replaced."),
 				 errhint("Restart it with the new secret first.")));
 	pcar_store_complete_key_replacement(name, old_key);
+}
+
+/*
+ * Logged by the worker once an hour: a server restarted with a secret that
+ * a database was not told about (a move or an add_server() made in another
+ * database only) fails there on every value, and should say why.
+ */
+void
+pcar_log_missing_copies(void)
+{
+	int			nlive;
+	int			missing = pcar_store_live_keys_missing_here(&nlive);
+
+	if (missing > 0)
+		ereport(WARNING,
+				(errmsg("pgcrypt_at_rest: this server holds no copy of %d of the %d live keys in database \"%s\"",
+						missing, nlive, get_database_name(MyDatabaseId)),
+				 errdetail("It can neither decrypt nor re-encrypt values under them."),
+				 errhint("In that database, on a server that can open them, run add_server() for this server (or replace_server_key(), if it moved to a new secret); pgcrypt_at_rest.servers shows what each server lacks.")));
 }

@@ -23,4 +23,7 @@ extern int	pcar_remove_server(const char *name);
 extern int	pcar_replace_server_key(const char *name, const bytea *new_public_key);
 extern void pcar_complete_server_key_replacement(const char *name);
 
+/* Warns when this server holds no copy of some live keys (the worker, hourly). */
+extern void pcar_log_missing_copies(void);
+
 #endif							/* PCAR_SERVERS_H */

@@ -19,7 +19,7 @@ typedef struct PcarWorkerMemo
 	TimestampTz policies_checked_at;
 	TimestampTz pass_due_at;	/* when a new drain pass is due */
 	int			idle_passes;	/* passes in a row that re-encrypted nothing */
-	TimestampTz blocked_policies_logged_at;
+	TimestampTz hourly_reports_at;
 	Oid			batch_relid;	/* a batch was under way on this table when its worker left */
 	bool		last_priority_valid;	/* the drain priority of the last pass */
 	int32		last_priority;

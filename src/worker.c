@@ -38,6 +38,7 @@
 #include "key_destruction.h"
 #include "key_store.h"
 #include "policy.h"
+#include "servers.h"
 #include "shared_state.h"
 #include "worker.h"
 
@@ -50,7 +51,7 @@ typedef struct WorkerState
 	/* policies */
 	TimestampTz last_policy_check;
 	bool		rotated;		/* a policy rotated a keyring this turn */
-	TimestampTz waiting_policies_logged_at;
+	TimestampTz hourly_reports_at;
 
 	/* the drain: passes, and the batch of this turn */
 	struct
@@ -98,11 +99,12 @@ run_policies(WorkerState *state)
 
 	pcar_persist_encryption_counts();
 	state->rotated = pcar_apply_rotation_policies();
-	/* a policy that waits for ever would otherwise say nothing */
-	if (TimestampDifferenceExceeds(state->waiting_policies_logged_at, now, 3600 * 1000))
+	/* a policy that waits for ever, or a key this server lacks, would otherwise say nothing */
+	if (TimestampDifferenceExceeds(state->hourly_reports_at, now, 3600 * 1000))
 	{
 		pcar_log_waiting_policies();
-		state->waiting_policies_logged_at = now;
+		pcar_log_missing_copies();
+		state->hourly_reports_at = now;
 	}
 }
 
@@ -333,7 +335,7 @@ leave(WorkerState *state, Oid dboid, bool extension_missing)
 	memo.policies_checked_at = state->last_policy_check;
 	memo.pass_due_at = state->pass.next_at;
 	memo.idle_passes = state->pass.idle_passes;
-	memo.blocked_policies_logged_at = state->waiting_policies_logged_at;
+	memo.hourly_reports_at = state->hourly_reports_at;
 	memo.last_priority_valid = state->drain.last_priority_valid;
 	memo.last_priority = state->drain.last_priority;
 	pcar_shared_worker_leaving(dboid, &memo, !idle(state), extension_missing);
@@ -380,7 +382,7 @@ pcar_worker_main(Datum main_arg)
 	state.last_policy_check = memo.policies_checked_at;
 	state.pass.next_at = memo.pass_due_at;
 	state.pass.idle_passes = memo.idle_passes;
-	state.waiting_policies_logged_at = memo.blocked_policies_logged_at;
+	state.hourly_reports_at = memo.hourly_reports_at;
 	pcar_drain_state_init(&state.drain, worker_context);
 	state.drain.in_worker = true;
 	state.drain.stopped_in_relid = memo.batch_relid;

@@ -48,7 +48,7 @@ isnt($standby_public, $primary->safe_psql('postgres', 'SELECT pgcrypt_at_rest.se
 
 # Not added yet: a clear error, whose hint is the call to run on the primary.
 my ($ret, $stdout, $stderr) = $standby->psql('postgres', $decrypts);
-like($stderr, qr/ERROR:  this server holds no copy of key 1 of keyring "ring"/,
+like($stderr, qr/ERROR:  this server holds no copy of key \d+ of keyring "ring"/,
 	'before add_server(), the standby cannot decrypt');
 like($stderr, qr/HINT:  On a server that can open the key, add this one: SELECT pgcrypt_at_rest\.add_server\('a name for this server', '\Q$standby_public\E'\);/,
 	'the hint gives the add_server() call with the standby\'s public key');
@@ -65,6 +65,11 @@ is( $primary->safe_psql('postgres',
 	'servers: both hold the live key, none missing, and the primary is this server');
 is( $standby->safe_psql('postgres', q{SELECT name FROM pgcrypt_at_rest.servers WHERE this_server}),
 	'standby', 'on the standby, servers says it is the standby');
+
+# The server set changes on the primary only: a standby says so.
+($ret, $stdout, $stderr) = $standby->psql('postgres', "SELECT pgcrypt_at_rest.remove_server('standby')");
+like($stderr, qr/ERROR:  remove_server\(\) cannot run on a standby\n.*HINT:  Run it on the primary/s,
+	'remove_server() on the standby is refused, pointing to the primary');
 
 # Keys made later are sealed to it too.
 my $key2 = $primary->safe_psql('postgres', q{SELECT pgcrypt_at_rest.rotate_keyring('ring')});
@@ -90,7 +95,8 @@ like($stderr, qr/this server holds no copy of key \d+ of keyring "ring"/,
 # Once the drain has destroyed every key it could open, nothing does.
 ok( wait_for(
 		$primary, 'postgres',
-		qq{SELECT count(*) FROM pgcrypt_at_rest.keys WHERE status = 'destroyed' AND key_id <= $key2},
+		qq{SELECT count(*) FROM pgcrypt_at_rest.keys WHERE status = 'destroyed'
+		      AND generation <= (SELECT generation FROM pgcrypt_at_rest.keys WHERE key_id = $key2)},
 		'2', 60, 'the keys the standby could open destroyed'),
 	'the primary drained and destroyed every key the standby could open');
 $primary->wait_for_catchup($standby);
