@@ -139,7 +139,8 @@ pcar_add_server(const char *name, const bytea *public_key)
 	if (holder != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
-				 errmsg("that public key is already registered, as server \"%s\"", holder)));
+				 errmsg("that public key is already used by server \"%s\"", holder),
+				 errdetail("Each public key, current or one a server is moving to, belongs to one server.")));
 
 	/* every live key must open here, or nothing is added */
 	live = live_keys_all_open_here("add_server()", name);
@@ -234,7 +235,8 @@ pcar_replace_server_key(const char *name, const bytea *new_public_key)
 	if (holder != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
-				 errmsg("that public key is already registered, as server \"%s\"", holder)));
+				 errmsg("that public key is already used by server \"%s\"", holder),
+				 errdetail("Each public key, current or one a server is moving to, belongs to one server.")));
 
 	live = live_keys_all_open_here("replace_server_key()", name);
 	pcar_store_set_pending_key(name, new_key);
@@ -284,8 +286,12 @@ void
 pcar_log_missing_copies(void)
 {
 	int			nlive;
-	int			missing = pcar_store_live_keys_missing_here(&nlive);
+	int			missing;
 
+	/* without a secret nothing opens, and the start said so already */
+	if (!pcar_server_key_loaded())
+		return;
+	missing = pcar_store_live_keys_missing_here(&nlive);
 	if (missing > 0)
 		ereport(WARNING,
 				(errmsg("pgcrypt_at_rest: this server holds no copy of %d of the %d live keys in database \"%s\"",
