@@ -7,46 +7,15 @@
 -- makes unreadable.  In a database of its own, so that the keys listed are
 -- this test's (the worker is paused: worker_enabled = off, destroy_grace = 0).
 --
+-- the helpers of type_io.sql, copied from this test's first database
+SELECT string_agg(pg_get_functiondef(p.oid), E';\n' ORDER BY p.oid) || ';' AS error_helpers
+  FROM pg_proc p
+ WHERE p.pronamespace = 'public'::regnamespace AND p.proname IN ('masked', 'sqlstate_of', 'error_of') \gset
 \set regress_db :DBNAME
 CREATE DATABASE regress_pcar_pinned;
 \c regress_pcar_pinned
 CREATE EXTENSION pgcrypt_at_rest;
--- as in type_io.sql, errors are shown with key ids masked, as they differ at
--- every run: here also the ids passed to the calls the hints suggest,
--- destroy_key(<id>, ...), rows_under_key(<id>), deprecate_key(<id>)
-CREATE FUNCTION masked(message text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
-	SELECT regexp_replace(regexp_replace(regexp_replace(message, '\mkey -?\d+', 'key <id>', 'g'),
-										 '\m(\w+_key)\(-?\d+', '\1(<id>', 'g'),
-						  '\\x[0-9a-f]{64}', '\\x<public key>', 'g')
-$$;
--- the SQLSTATE and message
-CREATE FUNCTION sqlstate_of(query text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-	EXECUTE query;
-	RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN
-	RETURN SQLSTATE || ': ' || masked(SQLERRM);
-END
-$$;
--- the SQLSTATE and message, then the detail and the hint, a row each
-CREATE FUNCTION error_of(query text) RETURNS SETOF text LANGUAGE plpgsql AS $$
-DECLARE
-	detail text;
-	hint text;
-BEGIN
-	EXECUTE query;
-	RETURN NEXT 'no error';
-EXCEPTION WHEN OTHERS THEN
-	GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
-	RETURN NEXT SQLSTATE || ': ' || masked(SQLERRM);
-	IF detail <> '' THEN
-		RETURN NEXT 'DETAIL: ' || masked(detail);
-	END IF;
-	IF hint <> '' THEN
-		RETURN NEXT 'HINT: ' || masked(hint);
-	END IF;
-END
-$$;
+:error_helpers
 -- the id column of the row at a tid, to show rows_under_key()'s rows by id
 CREATE FUNCTION row_id(t regclass, tid tid) RETURNS int LANGUAGE plpgsql STRICT AS $$
 DECLARE

@@ -5,11 +5,13 @@ CREATE EXTENSION pgcrypt_at_rest;
 \dx pgcrypt_at_rest
 \dT+ pgcrypt_at_rest.encrypted
 
--- Errors are shown through these helpers, which later tests use too.  Key
--- ids are random and this server's public key differs at every run, so
--- both are masked: <id>, <public key>.
+-- Errors are shown through these helpers, which later tests use too (and
+-- copy into databases of their own).  Key ids are random and this server's
+-- public key differs at every run, so both are masked: <id>, also where a
+-- hint passes one to a function (destroy_key(<id>, ...)), and <public key>.
 CREATE FUNCTION masked(message text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
-	SELECT regexp_replace(regexp_replace(message, '\mkey -?\d+', 'key <id>', 'g'),
+	SELECT regexp_replace(regexp_replace(regexp_replace(message, '\mkey -?\d+', 'key <id>', 'g'),
+										 '\m(\w+_key)\(-?\d+', '\1(<id>', 'g'),
 						  '\\x[0-9a-f]{64}', '\\x<public key>', 'g')
 $$;
 -- the SQLSTATE and message
