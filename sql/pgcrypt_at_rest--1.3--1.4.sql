@@ -14,16 +14,16 @@
 -- Keys made before keep their ids, and values under them keep working.
 ALTER TABLE pgcrypt_at_rest.data_key ALTER COLUMN id DROP DEFAULT;
 
--- Random ids no longer tell which key is newer; this does.  The sequence
--- keeps its name, so a dump taken at an older version still restores.
+-- Random ids no longer tell which key is newer; created_order does, set by
+-- the library from the old sequence (which keeps its name, so that a dump
+-- taken at an older version still restores).  No default: rows such a dump
+-- loads have none, and their serial ids, all below the random ones, give
+-- their order (a default would number them in the order COPY reads them).
 ALTER TABLE pgcrypt_at_rest.data_key ADD COLUMN created_order bigint;
 UPDATE pgcrypt_at_rest.data_key SET created_order = id;
-ALTER TABLE pgcrypt_at_rest.data_key
-	ALTER COLUMN created_order SET DEFAULT nextval('pgcrypt_at_rest.data_key_id_seq'),
-	ALTER COLUMN created_order SET NOT NULL;
 ALTER SEQUENCE pgcrypt_at_rest.data_key_id_seq OWNED BY pgcrypt_at_rest.data_key.created_order;
 COMMENT ON COLUMN pgcrypt_at_rest.data_key.created_order IS
-	'the order keys were made in, across keyrings (ids are random)';
+	'the order keys were made in, across keyrings (ids are random); NULL for a key restored from a dump taken before 1.4, whose serial id orders it';
 
 -- generation: 1 for a keyring's first key, 2 for the key that replaced it...
 CREATE OR REPLACE VIEW pgcrypt_at_rest.keys AS
@@ -39,7 +39,7 @@ CREATE OR REPLACE VIEW pgcrypt_at_rest.keys AS
 		   k.drained_at,
 		   k.installation IS DISTINCT FROM (SELECT i.id FROM pgcrypt_at_rest.installation i)
 			 AS restored,
-		   row_number() OVER (PARTITION BY k.keyring_id ORDER BY k.created_order) AS generation
+		   row_number() OVER (PARTITION BY k.keyring_id ORDER BY COALESCE(k.created_order, k.id)) AS generation
 	  FROM pgcrypt_at_rest.data_key k
 	  JOIN pgcrypt_at_rest.keyring r ON r.id = k.keyring_id;
 
@@ -77,7 +77,7 @@ CREATE OR REPLACE VIEW pgcrypt_at_rest.rotation_status AS
 		   o.drain_order
 	  FROM pgcrypt_at_rest.data_key k
 	  JOIN pgcrypt_at_rest.keyring r ON r.id = k.keyring_id
-	  JOIN (SELECT d.id, rank() OVER (ORDER BY g.drain_priority DESC, d.created_order DESC) AS drain_order
+	  JOIN (SELECT d.id, rank() OVER (ORDER BY g.drain_priority DESC, COALESCE(d.created_order, d.id) DESC) AS drain_order
 			  FROM pgcrypt_at_rest.data_key d
 			  JOIN pgcrypt_at_rest.keyring g ON g.id = d.keyring_id
 			 WHERE d.status = 'deprecated') o ON o.id = k.id

@@ -584,7 +584,8 @@ caller_agrees(const KeyCount *count, bool given, int64 unreadable_values)
 {
 	if (count->total == 0 && count->uncountable == NIL)
 		return true;
-	return given && count->total <= unreadable_values;
+	/* a count that failed (-1) is below any bound, and agrees to nothing */
+	return given && count->total >= 0 && count->total <= unreadable_values;
 }
 
 /* The key still protects values, more than the caller said could go. */
@@ -598,8 +599,8 @@ refuse_to_destroy(int32 key_id, const KeyCount *count, bool given, int64 unreada
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("could not count the values under key %d", key_id),
-				 errdetail("Tables that can hold encrypted values kept being created while they were locked for the count."),
-				 errhint("Call pgcrypt_at_rest.destroy_key() again.")));
+				 errdetail("Every table that can hold encrypted values must be locked for the count: there were too many to lock at once, one was not granted in time, or they kept being created; a warning before this error says which."),
+				 errhint("Call pgcrypt_at_rest.destroy_key() again once that has passed; whatever unreadable_values says, a key is never destroyed uncounted.")));
 
 	initStringInfo(&detail);
 	if (count->total > 0)

@@ -38,6 +38,12 @@ pcar_store_key_table_oid(bool missing_ok)
 	return pcar_extension_table_oid("data_key", missing_ok);
 }
 
+/*
+ * The order keys were made in.  A key restored from a dump taken before 1.4
+ * has no created_order; its serial id, below every random one, gives it.
+ */
+#define PCAR_KEY_AGE(alias) "COALESCE(" alias ".created_order, " alias ".id)"
+
 /* Read off the newest object of each version, so older tables keep working. */
 PcarSchemaLevel
 pcar_store_schema_level(void)
@@ -251,8 +257,9 @@ insert_data_key(int32 keyring_id)
 	{
 		values[1] = Int32GetDatum(draw_key_id());
 		/* made here: destruction need not wait for a restore to be confirmed */
-		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".data_key (id, keyring_id, installation)"
-						 " VALUES ($2, $1, (SELECT i.id FROM " PCAR_SCHEMA ".installation i))"
+		pcar_spi_execute("INSERT INTO " PCAR_SCHEMA ".data_key (id, keyring_id, installation, created_order)"
+						 " VALUES ($2, $1, (SELECT i.id FROM " PCAR_SCHEMA ".installation i),"
+						 "         pg_catalog.nextval('" PCAR_SCHEMA ".data_key_id_seq'::pg_catalog.regclass))"
 						 " ON CONFLICT (id) DO NOTHING RETURNING id",
 						 SPI_OK_INSERT_RETURNING, 2, types, values);
 		if (SPI_processed == 1)
@@ -491,7 +498,7 @@ pcar_store_keys_to_drain(int *nkeys)
 	pcar_spi_execute("SELECT k.id, r.name, r.drain_priority FROM " PCAR_SCHEMA ".data_key k"
 					 " JOIN " PCAR_SCHEMA ".keyring r ON r.id" PCAR_EQ "k.keyring_id"
 					 " WHERE k.status" PCAR_EQ "'deprecated' AND k.drained_at IS NULL"
-					 " ORDER BY r.drain_priority DESC, k.created_order DESC",
+					 " ORDER BY r.drain_priority DESC, " PCAR_KEY_AGE("k") " DESC",
 					 SPI_OK_SELECT, 0, NULL, NULL);
 	keys = MemoryContextAllocZero(session.caller_context, sizeof(PcarKeyName) * Max(SPI_processed, 1));
 	*nkeys = SPI_processed;
@@ -511,7 +518,7 @@ List *
 pcar_store_deprecated_keys(void)
 {
 	return select_int_list("SELECT id FROM " PCAR_SCHEMA ".data_key"
-						   " WHERE status" PCAR_EQ "'deprecated' ORDER BY created_order",
+						   " WHERE status" PCAR_EQ "'deprecated' ORDER BY " PCAR_KEY_AGE("data_key"),
 						   0, NULL, NULL);
 }
 
@@ -525,7 +532,7 @@ pcar_store_keys_past_grace(int grace_seconds)
 						   " WHERE status" PCAR_EQ "'deprecated' AND drained_at IS NOT NULL"
 						   "   AND drained_at" PCAR_OP("+") "pg_catalog.make_interval(secs => $1)"
 						   "      " PCAR_OP("<=") "pg_catalog.now()"
-						   " ORDER BY created_order",
+						   " ORDER BY " PCAR_KEY_AGE("data_key"),
 						   1, types, values);
 }
 
@@ -563,9 +570,14 @@ pcar_store_destroy_key(int32 key_id)
 	Datum		values[1] = {Int32GetDatum(key_id)};
 
 	pcar_spi_begin(&session);
-	/* waits for a copy being sealed for another server, so the next statement sees it */
-	pcar_spi_execute("SELECT FROM " PCAR_SCHEMA ".data_key WHERE id" PCAR_EQ "$1 FOR UPDATE",
-					 SPI_OK_SELECT, 1, types, values);
+	/*
+	 * A change of the server set (SHARE ROW EXCLUSIVE) may be sealing this
+	 * key for a new public key: wait for it to commit, so that the next
+	 * statement sees and deletes that copy too; one that starts after this
+	 * waits for the destruction, and no longer finds the key live.
+	 */
+	pcar_spi_execute("LOCK TABLE " PCAR_SCHEMA ".server IN SHARE MODE",
+					 SPI_OK_UTILITY, 0, NULL, NULL);
 	/* the copies go first, in the same transaction as the status */
 	pcar_spi_execute("DELETE FROM " PCAR_SCHEMA ".sealed_key WHERE key_id" PCAR_EQ "$1",
 					 SPI_OK_DELETE, 1, types, values);
@@ -616,13 +628,9 @@ pcar_store_deprecate_key(int32 key_id)
 	char	   *keyring;
 
 	pcar_spi_begin(&session);
-	/*
-	 * NO KEY UPDATE: it may go on to rotate, which waits for the server
-	 * table, and so must not wait on add_server()'s KEY SHARE of this key.
-	 */
 	pcar_spi_execute("SELECT k.status, r.name FROM " PCAR_SCHEMA ".data_key k"
 					 " JOIN " PCAR_SCHEMA ".keyring r ON r.id" PCAR_EQ "k.keyring_id"
-					 " WHERE k.id" PCAR_EQ "$1 FOR NO KEY UPDATE OF k",
+					 " WHERE k.id" PCAR_EQ "$1 FOR UPDATE OF k",
 					 SPI_OK_SELECT, 1, types, values);
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -797,6 +805,22 @@ pcar_store_lock_servers(void)
 	pcar_spi_end(&session);
 }
 
+/*
+ * remove_server() rotates keyrings once it holds the server table, while a
+ * rotation locks its keyring and then waits for the server table: locking
+ * every keyring first, in one order, keeps the two from deadlocking.
+ */
+void
+pcar_store_lock_keyrings(void)
+{
+	PcarSpiSession session;
+
+	pcar_spi_begin(&session);
+	pcar_spi_execute("SELECT FROM " PCAR_SCHEMA ".keyring ORDER BY id FOR UPDATE",
+					 SPI_OK_SELECT, 0, NULL, NULL);
+	pcar_spi_end(&session);
+}
+
 int
 pcar_store_live_keys_missing_here(int *nlive)
 {
@@ -930,18 +954,12 @@ pcar_store_complete_key_replacement(const char *name, const uint8 *old_key)
 	pcar_spi_end(&session);
 }
 
-/*
- * Locked against destruction, which takes FOR UPDATE before deleting a key's
- * copies: a key being sealed for another server is destroyed after that
- * copy commits, and so deletes it too, or before, and is not sealed at all.
- * KEY SHARE lets rotations change a key's status meanwhile.
- */
 List *
 pcar_store_live_keys(void)
 {
 	return select_int_list("SELECT id FROM " PCAR_SCHEMA ".data_key"
-						   " WHERE status" PCAR_OP("<>") "'destroyed' ORDER BY created_order"
-						   " FOR KEY SHARE",
+						   " WHERE status" PCAR_OP("<>") "'destroyed'"
+						   " ORDER BY " PCAR_KEY_AGE("data_key"),
 						   0, NULL, NULL);
 }
 
@@ -966,7 +984,7 @@ pcar_store_keys_held_only_by(const uint8 *public_key)
 						   "                       OR o.server_public_key" PCAR_EQ "v.pending_public_key"
 						   "                    WHERE o.key_id" PCAR_EQ "k.id"
 						   "                      AND v.public_key" PCAR_OP("<>") "$1)"
-						   " ORDER BY k.created_order",
+						   " ORDER BY " PCAR_KEY_AGE("k"),
 						   1, types, values);
 }
 
@@ -1015,7 +1033,7 @@ pcar_store_remove_server(const uint8 *public_key)
 	keys = select_int_list("SELECT k.id FROM " PCAR_SCHEMA ".sealed_key s"
 						   " JOIN " PCAR_SCHEMA ".data_key k ON k.id" PCAR_EQ "s.key_id"
 						   " WHERE s.server_public_key" PCAR_EQ "$1"
-						   "   AND k.status" PCAR_OP("<>") "'destroyed' ORDER BY k.created_order",
+						   "   AND k.status" PCAR_OP("<>") "'destroyed' ORDER BY " PCAR_KEY_AGE("k"),
 						   1, types, values);
 	pcar_spi_begin(&session);
 	/* its pending key's copies too, unless (a crafted row) another server's key */

@@ -138,6 +138,8 @@ extern int64 pcar_store_confirm_restore(void);
  * transaction.
  */
 extern void pcar_store_lock_servers(void);
+/* Every keyring's row, in id order: taken before the server table by a change that rotates. */
+extern void pcar_store_lock_keyrings(void);
 /* The name of the server with that public key, or NULL. */
 extern char *pcar_store_server_name(const uint8 *public_key);
 /* Its public key, and how many servers there are; false if no such server. */

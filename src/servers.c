@@ -160,6 +160,7 @@ pcar_remove_server(const char *name)
 
 	require_primary_read_committed("remove_server()");
 	pcar_server_key_require();
+	pcar_store_lock_keyrings();
 	pcar_store_lock_servers();
 	if (!pcar_store_server_keys(name, key, pending_key, &pending, &nservers))
 		ereport(ERROR,

@@ -67,6 +67,13 @@ is($node->safe_psql('postgres', "SELECT status FROM pgcrypt_at_rest.keys WHERE k
 my ($ret, $stdout, $stderr) = $node->psql('postgres', 'CREATE TABLE after_the_count (i int)');
 is($ret, 0, 'other sessions still take locks') or diag($stderr);
 
+# destroy_key() cannot count either, and refuses whatever bound it is given.
+($ret, $stdout, $stderr) = $node->psql('postgres', "SELECT pgcrypt_at_rest.destroy_key($old_key, 1000000)");
+like($stderr, qr/ERROR:  could not count the values under key $old_key/,
+	'destroy_key() refuses to destroy a key it cannot count, whatever its bound');
+is($node->safe_psql('postgres', "SELECT status FROM pgcrypt_at_rest.keys WHERE key_id = $old_key"),
+	'deprecated', 'and the key is kept');
+
 # Fewer tables: the key goes, once an idle transaction that began before
 # ends; meanwhile rotation_status names it.
 my $idle = $node->background_psql('postgres');
