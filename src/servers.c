@@ -18,8 +18,8 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "miscadmin.h"
 #include "commands/dbcommands.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 
 #include "key_cache.h"
