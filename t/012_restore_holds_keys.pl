@@ -84,7 +84,7 @@ SELECT (SELECT count(*) FILTER (WHERE pgcrypt_at_rest.decrypt_text(v) = plain) |
                || ' old ' || count(*) FILTER (WHERE pgcrypt_at_rest.key_id(v) = $old) FROM aaa.t),
        (SELECT count(*) FILTER (WHERE pgcrypt_at_rest.decrypt_text(v) = plain) || '/' || count(*)
                || ' old ' || count(*) FILTER (WHERE pgcrypt_at_rest.key_id(v) = $old) FROM zzz.t)};
-my $keys_sql = 'SELECT key_id, status, restored FROM pgcrypt_at_rest.keys ORDER BY key_id';
+my $keys_sql = 'SELECT key_id, status, restored FROM pgcrypt_at_rest.keys ORDER BY generation';
 
 is( $node->safe_psql('src', $check_sql),
 	"$rows/$rows old $rows_old|$rows/$rows old $rows_old",
@@ -281,7 +281,7 @@ check_held('dst_late');
 is($node->safe_psql('dst_late', 'SELECT pgcrypt_at_rest.confirm_restore()'),
 	'2', 'confirm_restore() releases both restored keys');
 is( $node->safe_psql('dst_late',
-		'SELECT key_id, restored FROM pgcrypt_at_rest.keys ORDER BY key_id'),
+		'SELECT key_id, restored FROM pgcrypt_at_rest.keys ORDER BY generation'),
 	"$old|f\n$new|f", 'no key is shown as restored any more');
 is( $node->safe_psql('dst_late',
 		"SELECT count(*) FROM pgcrypt_at_rest.rotation_status WHERE destruction_held IS NOT NULL"),
