@@ -6,7 +6,7 @@ SELECT id, pgcrypt_at_rest.decrypt_text(name) AS name,
   FROM patients ORDER BY id;
 
 \echo '-- the keys view: no key material, sealed or not'
-SELECT key_id, keyring, status, sealed_copies, encryptions, deprecated_at IS NOT NULL AS deprecated,
+SELECT keyring, generation, key_id, status, sealed_copies, encryptions, deprecated_at IS NOT NULL AS deprecated,
 	   destroyed_at IS NOT NULL AS destroyed
-  FROM pgcrypt_at_rest.keys ORDER BY key_id;
+  FROM pgcrypt_at_rest.keys ORDER BY keyring, generation;
 SELECT * FROM pgcrypt_at_rest.keyrings;
