@@ -199,18 +199,15 @@ report_unusable_key(const PcarStoredKey *key, KeyUse use)
 		hex_encode((const char *) pcar_server_public_key(), PCAR_SERVER_KEY_BYTES, hex);
 		hex[PCAR_SERVER_KEY_BYTES * 2] = '\0';
 		/* after a restore elsewhere, rotating here cannot help: this server is not registered */
-		if (use == KEY_TO_ENCRYPT)
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("this server holds no copy of key %d of keyring \"%s\"",
-							key->key_id, key->keyring),
-					 errdetail("encrypt() uses the keyring's active key, which is not sealed to this server's public key; it fails until that key is."),
-					 errhint("On a server that can open the key, add this one: SELECT pgcrypt_at_rest.add_server('a name for this server', '\\x%s'); if this database was restored from a dump, then restore its key tables from a new dump (README, \"Restoring a backup elsewhere\").", hex)));
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("this server holds no copy of key %d of keyring \"%s\"",
 						key->key_id, key->keyring),
+				 use == KEY_TO_ENCRYPT ?
+				 errdetail("encrypt() uses the keyring's active key, which is not sealed to this server's public key; it fails until that key is.") :
 				 errdetail("The key is not sealed to this server's public key."),
+				 use == KEY_TO_ENCRYPT ?
+				 errhint("On a server that can open the key, add this one: SELECT pgcrypt_at_rest.add_server('a name for this server', '\\x%s'); if this database was restored from a dump, then restore its key tables from a new dump (README, \"Restoring a backup elsewhere\").", hex) :
 				 errhint("On a server that can open the key, add this one: SELECT pgcrypt_at_rest.add_server('a name for this server', '\\x%s');", hex)));
 	}
 }
