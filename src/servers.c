@@ -68,6 +68,29 @@ check_public_key(const bytea *public_key)
 				 errhint("Give the public key of a secret made by pgcrypt_at_rest_keygen.")));
 }
 
+/* A public key given for a server must belong to no server yet. */
+static void
+require_key_unused(const uint8 *public_key)
+{
+	char	   *holder = pcar_store_server_name(public_key);
+
+	if (holder != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("that public key is already used by server \"%s\"", holder),
+				 errdetail("Each public key, current or one a server is moving to, belongs to one server.")));
+}
+
+/* The named server's public key and pending one; an error if there is none. */
+static void
+server_keys(const char *name, uint8 *key, uint8 *pending_key, bool *pending, int *nservers)
+{
+	if (!pcar_store_server_keys(name, key, pending_key, pending, nservers))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("server \"%s\" does not exist", name)));
+}
+
 /*
  * The live keys, once sure this server can open every one of them: it
  * seals them for another public key, and must not leave some out.
@@ -122,7 +145,6 @@ pcar_add_server(const char *name, const bytea *public_key)
 	const uint8 *key = (const uint8 *) VARDATA_ANY(public_key);
 	uint8		ignored[PCAR_SERVER_KEY_BYTES];
 	int			nservers;
-	char	   *holder;
 	List	   *live;
 
 	require_primary_read_committed("add_server()");
@@ -135,12 +157,7 @@ pcar_add_server(const char *name, const bytea *public_key)
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("server \"%s\" already exists", name),
 				 errhint("Choose another name, or remove_server() it first.")));
-	holder = pcar_store_server_name(key);
-	if (holder != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_DUPLICATE_OBJECT),
-				 errmsg("that public key is already used by server \"%s\"", holder),
-				 errdetail("Each public key, current or one a server is moving to, belongs to one server.")));
+	require_key_unused(key);
 
 	/* every live key must open here, or nothing is added */
 	live = live_keys_all_open_here("add_server()", name);
@@ -162,10 +179,7 @@ pcar_remove_server(const char *name)
 	pcar_server_key_require();
 	pcar_store_lock_keyrings();
 	pcar_store_lock_servers();
-	if (!pcar_store_server_keys(name, key, pending_key, &pending, &nservers))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("server \"%s\" does not exist", name)));
+	server_keys(name, key, pending_key, &pending, &nservers);
 	if (nservers == 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -215,29 +229,20 @@ pcar_replace_server_key(const char *name, const bytea *new_public_key)
 	uint8		pending_key[PCAR_SERVER_KEY_BYTES];
 	bool		pending;
 	int			nservers;
-	char	   *holder;
 	List	   *live;
 
 	require_primary_read_committed("replace_server_key()");
 	check_public_key(new_public_key);
 	pcar_server_key_require();
 	pcar_store_lock_servers();
-	if (!pcar_store_server_keys(name, old_key, pending_key, &pending, &nservers))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("server \"%s\" does not exist", name)));
+	server_keys(name, old_key, pending_key, &pending, &nservers);
 	if (pending)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("server \"%s\" is already moving to a new secret", name),
 				 errhint("Restart it with that secret and run complete_server_key_replacement(%s) first.",
 						 quote_literal_cstr(name))));
-	holder = pcar_store_server_name(new_key);
-	if (holder != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_DUPLICATE_OBJECT),
-				 errmsg("that public key is already used by server \"%s\"", holder),
-				 errdetail("Each public key, current or one a server is moving to, belongs to one server.")));
+	require_key_unused(new_key);
 
 	live = live_keys_all_open_here("replace_server_key()", name);
 	pcar_store_set_pending_key(name, new_key);
@@ -260,10 +265,7 @@ pcar_complete_server_key_replacement(const char *name)
 	require_primary_read_committed("complete_server_key_replacement()");
 	pcar_server_key_require();
 	pcar_store_lock_servers();
-	if (!pcar_store_server_keys(name, old_key, pending_key, &pending, &nservers))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("server \"%s\" does not exist", name)));
+	server_keys(name, old_key, pending_key, &pending, &nservers);
 	if (!pending)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
